@@ -1,0 +1,2 @@
+test:
+	python3 -m pytest -q tests
