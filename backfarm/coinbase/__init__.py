@@ -1,0 +1,1 @@
+"""coinbase (see DESIGN §2)."""

@@ -1,0 +1,209 @@
+"""What the result stores hold: one ``ResultRecord`` per job, sweeps with their manifests, filters, aggregates.
+
+Every store (embedded SQLite, Redis) stores and returns exactly these objects and passes the same contract suite
+(``tests/leaderboard/test_store_contract.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+METRICS: tuple[str, ...] = (
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "trades",
+    "wins",
+    "win_rate",
+    "profit_factor",
+    "avg_trade",
+    "exposure",
+    "turnover",
+    "fees_paid",
+)
+"""Every metric a result carries; definitions live in :mod:`backfarm.engine.metrics`."""
+
+LOWER_IS_BETTER = frozenset({"volatility", "fees_paid", "turnover"})
+"""Metrics ranked ascending; every other metric ranks descending. ``null`` always ranks last."""
+
+FILTER_FIELDS: tuple[str, ...] = ("sweep", "strategy", "symbol", "granularity", "start", "end", "source", "kind")
+
+
+def metric_order(metric: str) -> str:
+    """``"asc"`` or ``"desc"``: the direction in which ``metric`` ranks best first."""
+    return "asc" if metric in LOWER_IS_BETTER else "desc"
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact, key-sorted JSON: the basis of every id and hash."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def round_metric(value: float | int | None) -> float | int | None:
+    """Round to 12 significant digits (ints and nulls unchanged) so hashes and scores are stable."""
+    if value is None or isinstance(value, int):
+        return value
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.12g}")
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """The outcome of one job (a backtest, or a paper session's account)."""
+
+    job_id: str
+    strategy: str
+    strategy_version: str
+    params: dict[str, int | float]
+    symbol: str
+    granularity: str
+    start: str
+    """Window start, ISO 8601 UTC (``2026-10-24T00:00:00Z``), inclusive."""
+    end: str
+    """Window end, ISO 8601 UTC, exclusive."""
+    source: str
+    costs: dict[str, Any]
+    capital: float
+    metrics: dict[str, float | int | None]
+    candles_checksum: str
+    engine_version: str
+    bars: int
+    gaps: int = 0
+    kind: str = "backtest"
+    """``backtest`` or ``paper``."""
+    created_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Optional artifacts (downsampled equity curve, trade list, paper session id) — not part of the hash."""
+
+    @property
+    def result_hash(self) -> str:
+        """Hash of the rounded metrics and the data fingerprint: equal for reproducible reruns."""
+        payload = {
+            "metrics": {k: round_metric(self.metrics.get(k)) for k in METRICS},
+            "candles": self.candles_checksum,
+            "engine": self.engine_version,
+        }
+        return hashlib.blake2b(canonical_json(payload).encode(), digest_size=16).hexdigest()
+
+    def field_value(self, name: str) -> Any:
+        """A filterable field (see ``FILTER_FIELDS``) or a metric by name."""
+        if name in METRICS:
+            return self.metrics.get(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON of :meth:`to_dict`."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultRecord:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored so old readers survive new fields."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ResultRecord:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions on result fields; ``None`` means any. ``sweep`` restricts to a sweep's manifest."""
+
+    sweep: str | None = None
+    strategy: str | None = None
+    symbol: str | None = None
+    granularity: str | None = None
+    start: str | None = None
+    end: str | None = None
+    source: str | None = None
+    kind: str | None = None
+
+    def matches(self, record: ResultRecord) -> bool:
+        """True if ``record`` passes every field condition (``sweep`` is the store's business)."""
+        for name in FILTER_FIELDS:
+            wanted = getattr(self, name)
+            if name != "sweep" and wanted is not None and getattr(record, name) != wanted:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A submitted sweep: its id, the spec that produced it, and the manifest of expected job ids."""
+
+    sweep_id: str
+    created_at: float
+    spec: dict[str, Any]
+    job_ids: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """A sweep and its progress. Complete when ``done + dead == total``."""
+
+    sweep_id: str
+    created_at: float
+    spec: dict[str, Any]
+    source: str
+    total: int
+    done: int
+    dead: int
+
+    @property
+    def complete(self) -> bool:
+        """Every expected job is either done or dead."""
+        return self.done + self.dead >= self.total
+
+
+@dataclass(frozen=True)
+class PutReport:
+    """What a ``put`` did: new rows, identical re-puts, and conflicting results (original kept)."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A recomputation that disagreed with the stored result for the same job id."""
+
+    job_id: str
+    stored_hash: str
+    new_hash: str
+    at: float
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """Per-strategy or per-symbol summary over a set of results.
+
+    ``mean_return`` and ``mean_sharpe`` average over results where the metric is defined; ``worst_drawdown`` is the
+    minimum max_drawdown; ``win_rate`` is winning closed trades over all closed trades of the group (``None`` when
+    the group closed no trade).
+    """
+
+    key: str
+    results: int
+    mean_return: float | None
+    mean_sharpe: float | None
+    worst_drawdown: float | None
+    trades: int
+    win_rate: float | None

@@ -1,0 +1,1 @@
+"""paper (see DESIGN §2)."""

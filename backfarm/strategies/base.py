@@ -1,0 +1,129 @@
+"""The strategy contract: a causal, vectorized function from candles and parameters to target exposure.
+
+A strategy returns, for every bar t, the fraction of equity it wants invested after seeing bar t's close: a float in
+[0, 1] (long-only spot). The engine trades toward it at bar t+1's open. The value at bar t may use only bars ≤ t;
+``backfarm strategies check`` verifies that mechanically by truncating the series. The same function serves
+backtests (whole window at once) and paper trading (a rolling buffer at each bar close), so the two agree by
+construction.
+
+Indicators come from :class:`backfarm.strategies.indicators.Indicators`, which memoizes them per candle window:
+every parameter set of a batch on the same window shares them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import product
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from backfarm.errors import ValidationError, did_you_mean
+
+if TYPE_CHECKING:
+    from backfarm.strategies.indicators import Indicators
+
+INTERFACE_VERSION = "1"
+"""Version of this contract; part of every job id."""
+
+ParamValue = int | float
+Params = dict[str, ParamValue]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed parameter with a default, inclusive bounds and the values of the default grid."""
+
+    name: str
+    kind: type[int] | type[float]
+    default: ParamValue
+    low: ParamValue
+    high: ParamValue
+    grid: tuple[ParamValue, ...]
+    help: str = ""
+
+    def coerce(self, strategy: str, raw: object) -> ParamValue:
+        """Parse and bound-check one value; errors name the strategy and parameter."""
+        where = f"{strategy}:{self.name}"
+        try:
+            if self.kind is int:
+                as_float = float(str(raw))
+                if not as_float.is_integer():
+                    raise ValueError
+                value: ParamValue = int(as_float)
+            else:
+                value = float(str(raw))
+                if not math.isfinite(value):
+                    raise ValueError
+        except ValueError:
+            kind = "an integer" if self.kind is int else "a number"
+            raise ValidationError(f"parameter {where} must be {kind}, got {raw!r}") from None
+        if not self.low <= value <= self.high:
+            raise ValidationError(f"parameter {where}={value} is outside [{self.low}, {self.high}]")
+        return value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint across parameters, e.g. ``fast < slow``; ``text`` is what the error shows."""
+
+    text: str
+    check: Callable[[Params], bool] = field(compare=False)
+
+
+class Strategy(ABC):
+    """Base class of every strategy. Subclasses set the class attributes and implement :meth:`exposure`.
+
+    The class docstring is the strategy's rule in one paragraph; ``backfarm strategies list`` shows it.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @abstractmethod
+    def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
+        """Target exposure in [0, 1] per bar (float64, same length as the candles); bar t uses bars ≤ t only."""
+
+    def warmup(self, p: Params) -> int:
+        """Bars of history the strategy needs before its signal means anything (paper trading warms up this much)."""
+        ints = [int(v) for v in p.values() if isinstance(v, int)]
+        return max(ints, default=1) + 1
+
+    @classmethod
+    def describe(cls) -> str:
+        """The one-paragraph rule (the class docstring, whitespace-normalised)."""
+        return " ".join((cls.__doc__ or "").split())
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        """Look up a parameter by name, with a suggestion when it is unknown."""
+        for p in cls.params:
+            if p.name == name:
+                return p
+        raise ValidationError(did_you_mean(f"parameter for {cls.name}", name, [p.name for p in cls.params]))
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, object] | None = None) -> Params:
+        """Defaults overlaid with ``given`` (parsed, bound-checked), then every rule checked."""
+        values: Params = {p.name: p.default for p in cls.params}
+        for key, raw in (given or {}).items():
+            values[key] = cls.param(key).coerce(cls.name, raw)
+        for rule in cls.rules:
+            if not rule.check(values):
+                shown = ", ".join(f"{k}={v}" for k, v in values.items())
+                raise ValidationError(f"{cls.name}: parameters break the rule '{rule.text}' ({shown})")
+        return values
+
+    @classmethod
+    def default_grid(cls) -> Iterator[Params]:
+        """Every combination of the parameters' grid values that satisfies the rules, in a stable order."""
+        names = [p.name for p in cls.params]
+        for combo in product(*(p.grid for p in cls.params)):
+            values: Params = dict(zip(names, combo, strict=True))
+            if all(rule.check(values) for rule in cls.rules):
+                yield values

@@ -1,0 +1,152 @@
+"""Jobs and batches: the unit of work, its content-hash id, and groups of jobs that share candles.
+
+A job is one (strategy, params, symbol, granularity, window, costs, capital, source). Its id hashes the canonical
+JSON of all of that plus the strategy version, the strategy interface version and the engine version: identical
+work has an identical id, so a result already stored is reused instead of recomputed, across sweeps too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from backfarm.engine import ENGINE_VERSION
+from backfarm.engine.costs import Costs
+from backfarm.leaderboard.model import canonical_json
+from backfarm.strategies.base import INTERFACE_VERSION, Params
+
+ID_LENGTH = 24
+"""Hex characters kept from the BLAKE2b digest (96 bits)."""
+
+
+def short_hash(payload: Any, length: int = ID_LENGTH) -> str:
+    """Hex digest of the canonical JSON of ``payload``."""
+    return hashlib.blake2b(canonical_json(payload).encode(), digest_size=16).hexdigest()[:length]
+
+
+def iso(ts: datetime) -> str:
+    """``2026-10-24T00:00:00Z`` for an aware UTC datetime."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Inverse of :func:`iso` (also accepts dates and offsets); naive input is taken as UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One backtest to run. ``start``/``end`` are ISO 8601 UTC strings, ``[start, end)``."""
+
+    strategy: str
+    strategy_version: str
+    params: Params
+    symbol: str
+    granularity: str
+    start: str
+    end: str
+    source: str
+    costs: Costs
+    capital: float
+    job_id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            object.__setattr__(self, "job_id", short_hash(self.identity()))
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the result; hashed into the job id."""
+        return {
+            "strategy": self.strategy,
+            "strategy_version": self.strategy_version,
+            "interface": INTERFACE_VERSION,
+            "engine": ENGINE_VERSION,
+            "params": {k: self.params[k] for k in sorted(self.params)},
+            "symbol": self.symbol,
+            "granularity": self.granularity,
+            "start": self.start,
+            "end": self.end,
+            "source": self.source,
+            "costs": self.costs.to_dict(),
+            "capital": float(self.capital),
+        }
+
+    @property
+    def data_key(self) -> tuple[str, str, str, str, str]:
+        """(source, symbol, granularity, start, end): jobs with equal keys share candles."""
+        return (self.source, self.symbol, self.granularity, self.start, self.end)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (task messages carry this, never candles)."""
+        data = self.identity()
+        data["job_id"] = self.job_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """Inverse of :meth:`to_dict`; the id is recomputed and must match when given."""
+        job = cls(
+            strategy=data["strategy"],
+            strategy_version=data["strategy_version"],
+            params=dict(data["params"]),
+            symbol=data["symbol"],
+            granularity=data["granularity"],
+            start=data["start"],
+            end=data["end"],
+            source=data["source"],
+            costs=Costs(**data["costs"]),
+            capital=float(data["capital"]),
+        )
+        given = data.get("job_id")
+        if given and given != job.job_id:
+            raise ValueError(f"job id mismatch: message says {given}, content hashes to {job.job_id}")
+        return job
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Jobs that share one candle window, run together so the window is loaded (and its indicators built) once."""
+
+    jobs: tuple[Job, ...]
+    batch_id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.jobs:
+            raise ValueError("a batch needs at least one job")
+        keys = {j.data_key for j in self.jobs}
+        if len(keys) != 1:
+            raise ValueError("all jobs of a batch must share (source, symbol, granularity, window)")
+        if not self.batch_id:
+            object.__setattr__(self, "batch_id", short_hash(sorted(j.job_id for j in self.jobs)))
+
+    @property
+    def data_key(self) -> tuple[str, str, str, str, str]:
+        """The shared (source, symbol, granularity, start, end)."""
+        return self.jobs[0].data_key
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"batch_id": self.batch_id, "jobs": [j.to_dict() for j in self.jobs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(Job.from_dict(j) for j in data["jobs"]))
+
+
+def make_batches(jobs: Iterable[Job], size: int) -> list[Batch]:
+    """Group jobs by shared candles, then cut each group into batches of at most ``size`` jobs (stable order)."""
+    if size < 1:
+        raise ValueError("batch size must be >= 1")
+    groups: dict[tuple[str, str, str, str, str], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.data_key, []).append(job)
+    batches: list[Batch] = []
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            batches.append(Batch(tuple(group[i : i + size])))
+    return batches
