@@ -1,0 +1,1 @@
+"""Candles: one schema, a monthly Parquet cache, and the sources that fill it (synthetic, file, coinbase)."""

@@ -1,0 +1,1 @@
+"""Strategies: the causal target-exposure contract, indicators, the built-ins and the registry."""

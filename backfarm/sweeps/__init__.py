@@ -1,0 +1,1 @@
+"""Sweeps: specs, expansion into jobs and batches, deterministic ids, walk-forward windows."""
