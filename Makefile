@@ -1,2 +1,42 @@
-test:
-	python3 -m pytest -q tests
+# One entry point for people and CI. `make demo` and `make test` work from a fresh clone (they create .venv).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean redis-check
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/backfarm backtest --source synthetic
+
+# Integration tests start their own redis-server on a free port; it must be installed.
+redis-check:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server not found: installing it with apt-get"; \
+	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server not found: install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis)"; \
+	    exit 1; \
+	  fi; }
+
+test: install redis-check
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check backfarm tests benchmarks
+	$(BIN)/ruff format --check backfarm tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

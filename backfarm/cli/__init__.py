@@ -1,1 +1,90 @@
-"""The Typer CLI."""
+"""The Typer CLI: the root app, global options, and the one place that maps errors to exit codes.
+
+User errors (:class:`~backfarm.errors.UserError`) print one line on stderr and exit 2; temporary errors exit 3;
+an interrupt exits 130. Anything else is a bug and keeps its traceback. ``--verbose`` shows tracebacks for all.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from backfarm import __version__
+from backfarm.cli import state
+from backfarm.errors import BackfarmError
+
+
+class _Group(TyperGroup):
+    """Root command group: converts backfarm errors into a one-line message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BackfarmError as exc:
+            if state.verbose:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(code=130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="backfarm",
+    help="A distributed backtesting farm for crypto strategies.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # the Coinbase key may be a local somewhere: never print locals
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"backfarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for every error.")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Cache and result directory [env: BACKFARM_DATA_DIR].")
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL of the farm [env: BACKFARM_REDIS_URL].")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """backfarm: sweeps of strategies × parameters × symbols × windows, run locally or on a Celery farm."""
+    state.configure(verbose=verbose, data_dir=data_dir, redis=redis)
+
+
+def _register() -> None:
+    from backfarm.cli import backtest, data, leaderboard, strategies
+
+    backtest.register(app)
+    leaderboard.register(app)
+    app.add_typer(data.app, name="data", help="Candle cache: import, fetch, list.")
+    app.add_typer(strategies.app, name="strategies", help="List strategies and check them for lookahead.")
+    try:
+        from backfarm.cli import coinbase
+    except ImportError:  # the Coinbase commands are optional until that package lands
+        return
+    app.add_typer(coinbase.app, name="coinbase", help="Coinbase: live quotes and the local simulator.")
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

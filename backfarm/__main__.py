@@ -1,0 +1,5 @@
+"""``python -m backfarm`` runs the CLI."""
+
+from backfarm.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""``backfarm backtest``: validate a sweep, run what is missing, print the leaderboard and the per-strategy table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from backfarm.cli import state
+from backfarm.cli.output import aggregate_table, source_label, top_table
+from backfarm.errors import ValidationError
+
+TOP_DEFAULT = 10
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the root app."""
+    app.command("backtest")(backtest)
+
+
+def backtest(
+    strategies: Annotated[str | None, typer.Option(help="Comma-separated strategy names.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated products, e.g. BTC-USD,ETH-USD.")] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(help="Parameter sets: 'ma_crossover:fast=10,slow=30' ('|' lists alternatives). Repeatable."),
+    ] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Use every strategy's default parameter grid.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="7 days, momentum/mean_reversion/breakout on BTC-USD and ETH-USD.")
+    ] = False,
+    days: Annotated[int | None, typer.Option(help="Period: the last N whole days (UTC). [default: 30]")] = None,
+    start: Annotated[str | None, typer.Option(help="Period start (ISO date/time, UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="Period end, exclusive (default: today 00:00 UTC).")] = None,
+    granularity: Annotated[str | None, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d. [default: 1m]")] = None,
+    window: Annotated[str | None, typer.Option(help="Walk-forward window length, e.g. 7d.")] = None,
+    step: Annotated[str | None, typer.Option(help="Walk-forward step (default: the window length).")] = None,
+    fee_bps: Annotated[float | None, typer.Option(help="Fee per side in basis points. [default: 60]")] = None,
+    spread_bps: Annotated[float | None, typer.Option(help="Full bid/ask spread in basis points. [default: 2]")] = None,
+    slippage_bps: Annotated[float | None, typer.Option(help="Slippage per side in basis points. [default: 0]")] = None,
+    stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
+    take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
+    capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. [default: 10000]")] = None,
+    source: Annotated[str | None, typer.Option(help="Candles: synthetic | file | coinbase. [default: synthetic]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,
+    top: Annotated[int, typer.Option(help="Rows of the leaderboard to print.")] = TOP_DEFAULT,
+) -> None:
+    """Run a sweep: strategies × parameters × symbols × windows. With no options: the 5 built-ins with default
+    parameters on BTC/ETH/SOL/LINK/POL-USD over the last 30 days of 1-minute candles (25 backtests)."""
+    from backfarm.tasks.sweep import SweepRequest, run_sweep
+
+    if workers is not None and workers < 1:
+        raise ValidationError(f"--workers must be at least 1, got {workers}")
+    if top < 0:
+        raise ValidationError(f"--top must be >= 0, got {top}")
+    request = SweepRequest(
+        strategies=strategies,
+        symbols=symbols,
+        params=params or [],
+        grid=grid,
+        quick=quick,
+        days=days,
+        start=start,
+        end=end,
+        granularity=granularity,
+        window=window,
+        step=step,
+        fee_bps=fee_bps,
+        spread_bps=spread_bps,
+        slippage_bps=slippage_bps,
+        stop_loss_bps=stop_loss_bps,
+        take_profit_bps=take_profit_bps,
+        capital=capital,
+        source=source,
+        spec_file=spec,
+    )
+    settings = state.settings()
+    started = time.perf_counter()
+    with _progress() as progress:
+        outcome = run_sweep(request, settings, workers=workers, progress=progress)
+    wall = time.perf_counter() - started
+    _report(outcome, top, wall)
+    if outcome.stats.interrupted:
+        state.err_console.print(
+            f"interrupted: {outcome.done} of {outcome.total} jobs are stored; run the same command again to finish"
+        )
+        raise typer.Exit(code=130)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=state.err_console,
+        transient=True,
+    )
+
+
+def _report(outcome, top: int, wall: float) -> None:  # type: ignore[no-untyped-def]
+    from backfarm.leaderboard.model import Filters
+
+    console = state.console
+    store = outcome.store
+    filters = Filters(sweep=outcome.sweep_id)
+    exp = outcome.expansion
+    span = f"{exp.windows[0][0]:%Y-%m-%d} → {exp.windows[-1][1]:%Y-%m-%d}"
+    windows = f", {len(exp.windows)} windows" if len(exp.windows) > 1 else ""
+    console.print(
+        f"sweep [bold]{outcome.sweep_id}[/] · {outcome.total:,} jobs ({outcome.stats.computed:,} computed, "
+        f"{outcome.reused:,} reused{', ' + str(outcome.dead) + ' failed' if outcome.dead else ''}) · "
+        f"{exp.spec.granularity} bars {span}{windows}"
+    )
+    console.print(f"source: {source_label(exp.spec.source)}")
+    if top:
+        records = store.top("sharpe", top, filters)
+        console.print(top_table(records, "sharpe", f"top {len(records)} by sharpe"))
+    rows = store.aggregate("strategy", filters)
+    console.print(aggregate_table(rows, "strategy", "per strategy"))
+    computed = outcome.stats.computed
+    rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 and computed else 0.0
+    console.print(
+        f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s on {outcome.workers} "
+        f"process{'es' if outcome.workers > 1 else ''}); {wall:.2f} s in total"
+    )
+    store.close()

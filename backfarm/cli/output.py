@@ -1,0 +1,156 @@
+"""How results look: rich tables for people, JSON and CSV for machines, and one row shape for files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.table import Table
+
+from backfarm.leaderboard.model import METRICS, AggregateRow, ResultRecord, SweepInfo
+
+PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "avg_trade", "exposure"}
+SYNTHETIC_NOTE = "synthetic (generated candles, not market data)"
+
+
+def source_label(source: str) -> str:
+    """The source as shown to people; synthetic results always say so."""
+    return SYNTHETIC_NOTE if source == "synthetic" else source
+
+
+def fmt_metric(name: str, value: float | int | None) -> str:
+    """A metric for a table cell: percentages for return-like metrics, '—' for undefined."""
+    if value is None:
+        return "—"
+    if name in PERCENT:
+        return f"{value * 100:+.2f}%" if name in {"total_return", "cagr", "avg_trade", "max_drawdown"} else (
+            f"{value * 100:.1f}%"
+        )
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    """``fast=10 slow=30``."""
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def short_window(start: str, end: str) -> str:
+    """``2026-10-24→11-23`` style window label."""
+    s, e = start[:10], end[:10]
+    return f"{s}→{e[5:] if e[:4] == s[:4] else e}"
+
+
+def top_table(records: Sequence[ResultRecord], metric: str, title: str, offset: int = 0) -> Table:
+    """The ranked leaderboard table."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    cols = ["#", "strategy", "params", "symbol", "window", "return", "sharpe", "max dd", "trades", "win rate"]
+    extra = metric not in {"total_return", "sharpe", "max_drawdown", "trades", "win_rate"}
+    if extra:
+        cols.append(metric)
+    cols.append("job")
+    for col in cols:
+        table.add_column(col, justify="right" if col in {"#", "return", "sharpe", "max dd", "trades", "win rate"} or col == metric else "left")
+    for i, r in enumerate(records, start=1 + offset):
+        m = r.metrics
+        row = [
+            str(i),
+            r.strategy,
+            fmt_params(r.params),
+            r.symbol,
+            short_window(r.start, r.end),
+            fmt_metric("total_return", m.get("total_return")),
+            fmt_metric("sharpe", m.get("sharpe")),
+            fmt_metric("max_drawdown", m.get("max_drawdown")),
+            fmt_metric("trades", m.get("trades")),
+            fmt_metric("win_rate", m.get("win_rate")),
+        ]
+        if extra:
+            row.append(fmt_metric(metric, m.get(metric)))
+        row.append(r.job_id[:10])
+        table.add_row(*row)
+    return table
+
+
+def aggregate_table(rows: Sequence[AggregateRow], by: str, title: str) -> Table:
+    """The per-strategy (or per-symbol) table: the seeds' summary."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in (by, "results", "avg return", "avg sharpe", "worst drawdown", "trades", "win rate"):
+        table.add_column(col, justify="left" if col == by else "right")
+    for row in rows:
+        table.add_row(
+            row.key,
+            f"{row.results:,}",
+            fmt_metric("total_return", row.mean_return),
+            fmt_metric("sharpe", row.mean_sharpe),
+            fmt_metric("max_drawdown", row.worst_drawdown),
+            f"{row.trades:,}",
+            fmt_metric("win_rate", row.win_rate),
+        )
+    return table
+
+
+def sweeps_table(sweeps: Iterable[SweepInfo]) -> Table:
+    """All sweeps with their progress, newest first."""
+    table = Table(title="sweeps", title_justify="left", header_style="bold")
+    for col in ("sweep", "created (UTC)", "source", "strategies", "symbols", "jobs", "done", "dead", "state"):
+        table.add_column(col, justify="right" if col in {"jobs", "done", "dead"} else "left")
+    for s in sweeps:
+        spec = s.spec or {}
+        state = "complete" if s.complete else "running/partial"
+        table.add_row(
+            s.sweep_id,
+            datetime.fromtimestamp(s.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
+            s.source,
+            ",".join(spec.get("strategies", [])),
+            ",".join(spec.get("symbols", [])),
+            f"{s.total:,}",
+            f"{s.done:,}",
+            f"{s.dead:,}",
+            state,
+        )
+    return table
+
+
+def flat_row(record: ResultRecord) -> dict[str, Any]:
+    """One job as a flat row: identity, every metric, and each parameter as its own column."""
+    row: dict[str, Any] = {
+        "job_id": record.job_id,
+        "kind": record.kind,
+        "strategy": record.strategy,
+        "strategy_version": record.strategy_version,
+        "symbol": record.symbol,
+        "granularity": record.granularity,
+        "start": record.start,
+        "end": record.end,
+        "source": record.source,
+        "bars": record.bars,
+        "gaps": record.gaps,
+        "capital": record.capital,
+        "fee_bps": record.costs.get("fee_bps"),
+        "spread_bps": record.costs.get("spread_bps"),
+        "slippage_bps": record.costs.get("slippage_bps"),
+    }
+    for name in METRICS:
+        row[name] = record.metrics.get(name)
+    for key, value in record.params.items():
+        row[key if key not in row else f"param_{key}"] = value
+    row["params"] = json.dumps(record.params, sort_keys=True)
+    return row
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV text with the union of all columns, in first-seen order."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,61 @@
+"""``backfarm strategies``: list the registered strategies and check them for lookahead."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from backfarm.cli import state
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_() -> None:
+    """Every strategy with its version, parameters (default, bounds), default grid size and rule."""
+    from backfarm.strategies.registry import all_strategies
+
+    table = Table(title="strategies", title_justify="left", header_style="bold", show_lines=True)
+    for col in ("name", "version", "parameters (default [low, high])", "grid", "rule"):
+        table.add_column(col)
+    for name, strategy in sorted(all_strategies().items()):
+        params = "\n".join(f"{p.name}={p.default} [{p.low}, {p.high}]" for p in strategy.params)
+        rules = "; ".join(r.text for r in strategy.rules)
+        grid = sum(1 for _ in strategy.default_grid())
+        table.add_row(name, strategy.version, params + (f"\nrule: {rules}" if rules else ""), str(grid),
+                      strategy.describe())
+    state.console.print(table)
+
+
+@app.command("check")
+def check(
+    names: Annotated[list[str] | None, typer.Argument(help="Strategies to check (default: all).")] = None,
+    symbol: Annotated[str, typer.Option(help="Product whose synthetic candles are used.")] = "BTC-USD",
+    days: Annotated[int, typer.Option(help="Days of 1-minute synthetic candles to test on.")] = 5,
+    cuts: Annotated[int, typer.Option(help="Truncation points per parameter set.")] = 25,
+) -> None:
+    """Lookahead test: each strategy's exposure on the full series must equal its exposure on the series cut
+    at random bars t, for every bar ≤ t. Exits 1 naming the strategy and the first bar that differs."""
+    from backfarm.candles.load import load_candles
+    from backfarm.errors import ValidationError
+    from backfarm.strategies.check import check_strategy
+    from backfarm.strategies.registry import all_strategies, get_strategy
+
+    if days <= 0:
+        raise ValidationError(f"--days must be positive, got {days}")
+    strategies = [get_strategy(n) for n in names] if names else list(all_strategies().values())
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    candles = load_candles(state.settings(), "synthetic", symbol, "1m", end - timedelta(days=days), end)
+    failed = 0
+    for strategy in strategies:
+        report = check_strategy(strategy, candles, cuts=cuts)
+        if report.ok:
+            state.console.print(f"[green]ok[/]   {report.name}: {report.checked:,} truncations agree")
+        else:
+            failed += 1
+            state.console.print(f"[red]FAIL[/] {report.message}")
+    if failed:
+        raise typer.Exit(code=1)

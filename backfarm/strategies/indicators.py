@@ -1,0 +1,281 @@
+"""Causal technical indicators over one candle window, memoized so every parameter set of a batch shares them.
+
+Every indicator at bar t uses bars ≤ t only and is NaN until it has enough history. The rolling kernels are numba
+loops, O(n) in the number of bars whatever the window: running sums for means and deviations, a monotonic deque for
+rolling extremes, Wilder recursions for RSI and ATR.
+
+Exactness matters more than usual here: ``backfarm strategies check`` compares exposures computed on a full series
+and on truncations of it bit for bit, so every kernel computes the value at bar t from bars 0..t in an order that does
+not depend on how many bars follow. Running sums are rebuilt from scratch at window-aligned bar indices, which bounds
+rounding drift to one window's worth of updates and keeps results deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+from backfarm.candles.schema import Candles
+from backfarm.errors import ValidationError
+
+__all__ = ["Indicators"]
+
+_NOISE = 1e-10
+"""A rolling deviation below this fraction of the mean's magnitude is rounding noise of the running sums."""
+
+
+@njit(cache=True)
+def _mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Rolling mean and population standard deviation (ddof=0) of ``x`` over ``w`` bars.
+
+    Sums run over ``x - c`` for a shift ``c`` (the window mean at the last rebuild) so they stay small and the
+    variance does not cancel catastrophically at price levels of 1e5. Windows whose values are all equal get their
+    exact value and a deviation of exactly 0: gap-filled flat stretches must not produce noise signals.
+    """
+    n = x.shape[0]
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    c = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    run = 0
+    for t in range(n):
+        run = run + 1 if t > 0 and x[t] == x[t - 1] else 1
+        if t < w - 1:
+            continue
+        s = t - w + 1
+        if s % w == 0:
+            # Rebuild at window-aligned starts: O(w) every w bars, so O(n) overall, and drift never accumulates.
+            total = 0.0
+            for i in range(s, t + 1):
+                total += x[i]
+            c = total / w
+            s1 = 0.0
+            s2 = 0.0
+            for i in range(s, t + 1):
+                d = x[i] - c
+                s1 += d
+                s2 += d * d
+        else:
+            d_in = x[t] - c
+            d_out = x[s - 1] - c
+            s1 += d_in - d_out
+            s2 += d_in * d_in - d_out * d_out
+        if run >= w:
+            mean[t] = x[t]
+            std[t] = 0.0
+            continue
+        m = s1 / w
+        mean[t] = c + m
+        var = s2 / w - m * m
+        sd = np.sqrt(var) if var > 0.0 else 0.0
+        std[t] = 0.0 if sd <= _NOISE * abs(mean[t]) else sd
+    return mean, std
+
+
+@njit(cache=True)
+def _ema(x: np.ndarray, w: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Exponential moving average, alpha = 2/(w+1), seeded at bar w-1 with the mean of the first w bars."""
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    if n < w:
+        return out
+    total = 0.0
+    for i in range(w):
+        total += x[i]
+    prev = total / w
+    out[w - 1] = prev
+    alpha = 2.0 / (w + 1.0)
+    for t in range(w, n):
+        prev = alpha * x[t] + (1.0 - alpha) * prev
+        out[t] = prev
+    return out
+
+
+@njit(cache=True)
+def _rolling_extreme(x: np.ndarray, w: int, want_max: bool) -> np.ndarray:  # pragma: no cover - compiled
+    """Rolling max (or min) of ``x`` over bars t-w+1..t, with a monotonic deque of indices: O(n)."""
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    dq = np.empty(n, dtype=np.int64)
+    head = 0
+    tail = 0  # deque is dq[head:tail]; values along it are monotonic, the front is the extreme
+    for t in range(n):
+        v = x[t]
+        if want_max:
+            while tail > head and x[dq[tail - 1]] <= v:
+                tail -= 1
+        else:
+            while tail > head and x[dq[tail - 1]] >= v:
+                tail -= 1
+        dq[tail] = t
+        tail += 1
+        if dq[head] <= t - w:
+            head += 1
+        if t >= w - 1:
+            out[t] = x[dq[head]]
+    return out
+
+
+@njit(cache=True)
+def _rsi(close: np.ndarray, w: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Wilder's RSI: averages of gains and losses seeded with the mean of the first w changes, then smoothed."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    if n <= w:
+        return out
+    gain = 0.0
+    loss = 0.0
+    for t in range(1, n):
+        d = close[t] - close[t - 1]
+        g = d if d > 0.0 else 0.0
+        lo = -d if d < 0.0 else 0.0
+        if t <= w:
+            gain += g
+            loss += lo
+            if t < w:
+                continue
+            gain /= w
+            loss /= w
+        else:
+            gain = (gain * (w - 1) + g) / w
+            loss = (loss * (w - 1) + lo) / w
+        if loss == 0.0:
+            out[t] = 50.0 if gain == 0.0 else 100.0  # flat window: neutral, not "overbought"
+        else:
+            out[t] = 100.0 - 100.0 / (1.0 + gain / loss)
+    return out
+
+
+@njit(cache=True)
+def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """max(high - low, |high - previous close|, |low - previous close|); NaN at bar 0 (no previous close)."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    for t in range(1, n):
+        pc = close[t - 1]
+        out[t] = max(high[t] - low[t], abs(high[t] - pc), abs(low[t] - pc))
+    return out
+
+
+@njit(cache=True)
+def _wilder(tr: np.ndarray, w: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Wilder smoothing of ``tr`` (defined from bar 1): seeded at bar w with the mean of bars 1..w."""
+    n = tr.shape[0]
+    out = np.full(n, np.nan)
+    if n <= w:
+        return out
+    total = 0.0
+    for t in range(1, w + 1):
+        total += tr[t]
+    prev = total / w
+    out[w] = prev
+    for t in range(w + 1, n):
+        prev = (prev * (w - 1) + tr[t]) / w
+        out[t] = prev
+    return out
+
+
+def _column(arr: np.ndarray) -> np.ndarray:
+    """A contiguous float64 view (or copy) of a candle column."""
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+class Indicators:
+    """Indicators of one candle window, each computed once per (name, window) and shared read-only.
+
+    ``open, high, low, close, volume`` are the float64 columns and ``n`` the number of bars. Every method returns a
+    read-only float64 array of length ``n``, NaN until enough history, and uses bars ≤ t only for bar t.
+    """
+
+    def __init__(self, candles: Candles) -> None:
+        self.candles = candles
+        self.open = _column(candles.open)
+        self.high = _column(candles.high)
+        self.low = _column(candles.low)
+        self.close = _column(candles.close)
+        self.volume = _column(candles.volume)
+        self.n = int(self.close.shape[0])
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def _get(self, name: str, w: int, compute: Callable[[int], np.ndarray]) -> np.ndarray:
+        key = (name, w)
+        out = self._cache.get(key)
+        if out is None:
+            out = self._store(name, _window(w), compute(_window(w)))
+        return out
+
+    def _store(self, name: str, w: int, arr: np.ndarray) -> np.ndarray:
+        arr.flags.writeable = False  # shared by every parameter set of the batch: nobody may modify it
+        self._cache[(name, w)] = arr
+        return arr
+
+    def _mean_std(self, w: int) -> np.ndarray:
+        mean, std = _mean_std(self.close, w)
+        self._store("stdev", w, std)
+        return mean
+
+    def sma(self, w: int) -> np.ndarray:
+        """Simple moving average of close over bars t-w+1..t."""
+        return self._get("sma", w, self._mean_std)
+
+    def stdev(self, w: int) -> np.ndarray:
+        """Rolling population standard deviation (ddof=0) of close over bars t-w+1..t; exactly 0 on flat windows."""
+        if ("stdev", w) not in self._cache:
+            self.sma(w)
+        return self._get("stdev", w, lambda v: _mean_std(self.close, v)[1])
+
+    def ema(self, w: int) -> np.ndarray:
+        """Exponential moving average of close, alpha = 2/(w+1), seeded at bar w-1 with the SMA of the first w bars."""
+        return self._get("ema", w, lambda v: _ema(self.close, v))
+
+    def zscore(self, w: int) -> np.ndarray:
+        """(close - sma(w)) / stdev(w); NaN where the window is flat (deviation 0)."""
+        return self._get("zscore", w, self._zscore)
+
+    def _zscore(self, w: int) -> np.ndarray:
+        mean, std = self.sma(w), self.stdev(w)
+        out = np.full(self.n, np.nan)
+        ok = std > 0.0
+        np.divide(self.close - mean, std, out=out, where=ok)
+        return out
+
+    def highest(self, w: int) -> np.ndarray:
+        """Rolling max of high over bars t-w+1..t (bar t included)."""
+        return self._get("highest", w, lambda v: _rolling_extreme(self.high, v, True))
+
+    def lowest(self, w: int) -> np.ndarray:
+        """Rolling min of low over bars t-w+1..t (bar t included)."""
+        return self._get("lowest", w, lambda v: _rolling_extreme(self.low, v, False))
+
+    def roc(self, w: int) -> np.ndarray:
+        """Rate of change: close[t] / close[t-w] - 1."""
+        return self._get("roc", w, self._roc)
+
+    def _roc(self, w: int) -> np.ndarray:
+        out = np.full(self.n, np.nan)
+        if self.n > w:
+            np.divide(self.close[w:], self.close[:-w], out=out[w:])
+            out[w:] -= 1.0
+        return out
+
+    def rsi(self, w: int) -> np.ndarray:
+        """Wilder's relative strength index of close in [0, 100]; first defined at bar w (50 on a flat window)."""
+        return self._get("rsi", w, lambda v: _rsi(self.close, v))
+
+    def true_range(self) -> np.ndarray:
+        """Each bar's true range: max(high - low, |high - prev close|, |low - prev close|); NaN at bar 0."""
+        return self._get("true_range", 1, lambda _: _true_range(self.high, self.low, self.close))
+
+    def atr(self, w: int) -> np.ndarray:
+        """Wilder's average true range: the mean of bars 1..w's true range at bar w, then Wilder-smoothed."""
+        return self._get("atr", w, lambda v: _wilder(self.true_range(), v))
+
+
+def _window(w: object) -> int:
+    """An indicator window as a positive int; anything else is a strategy bug worth a clear message."""
+    if isinstance(w, bool) or not isinstance(w, int | np.integer) or int(w) < 1:
+        raise ValidationError(f"indicator window must be a positive integer, got {w!r}")
+    return int(w)

@@ -1,0 +1,170 @@
+"""Run one batch: load its candles once, build indicators once, run every job, return result records.
+
+This is the single place where a job becomes a result; the embedded executor and the Celery task both call
+:func:`run_batch`, so the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from backfarm.candles.load import load_candles
+from backfarm.candles.schema import Candles, bars_per_year
+from backfarm.config import Settings
+from backfarm.engine import ENGINE_VERSION
+from backfarm.engine.backtest import run_backtest
+from backfarm.engine.costs import Costs
+from backfarm.errors import ConfigError
+from backfarm.leaderboard.model import ResultRecord, round_metric
+from backfarm.strategies.indicators import Indicators
+from backfarm.strategies.registry import all_strategies, get_strategy
+from backfarm.sweeps.jobs import Batch, Job, parse_iso
+
+DataKey = tuple[str, str, str, str, str]
+
+
+@dataclass
+class _Entry:
+    candles: Candles
+    indicators: Indicators
+    nbytes: int
+
+
+class CandleMemo:
+    """Candles and their indicators per data key, kept in memory up to ``max_bytes`` (least recently used first out).
+
+    One per process: a worker that gets another batch of the same window reuses both the arrays and every indicator
+    already computed on them.
+    """
+
+    def __init__(self, settings: Settings, max_bytes: int = 256 * 2**20) -> None:
+        self.settings = settings
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[DataKey, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: DataKey, fetch: bool = True) -> tuple[Candles, Indicators]:
+        """The candles of ``key`` = (source, symbol, granularity, start, end) and their shared indicators."""
+        entry = self._entries.get(key)
+        if entry is None:
+            source, symbol, granularity, start, end = key
+            candles = load_candles(self.settings, source, symbol, granularity, parse_iso(start), parse_iso(end), fetch)
+            # Indicators grow as strategies ask for them; budget a multiple of the raw columns for them.
+            entry = _Entry(candles, Indicators(candles), nbytes=int(candles.close.nbytes) * 6 * 4)
+            self._entries[key] = entry
+            self._bytes += entry.nbytes
+            self._evict(keep=key)
+        else:
+            self._entries.move_to_end(key)
+        return entry.candles, entry.indicators
+
+    def put(self, key: DataKey, candles: Candles) -> None:
+        """Seed the memo with candles already loaded (the CLI loads them during validation)."""
+        if key not in self._entries:
+            entry = _Entry(candles, Indicators(candles), nbytes=int(candles.close.nbytes) * 6 * 4)
+            self._entries[key] = entry
+            self._bytes += entry.nbytes
+            self._evict(keep=key)
+
+    def _evict(self, keep: DataKey) -> None:
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            key, entry = next(iter(self._entries.items()))
+            if key == keep:
+                break
+            del self._entries[key]
+            self._bytes -= entry.nbytes
+
+
+@dataclass
+class BatchOutcome:
+    """Results of the jobs that ran, and the reason for each job that failed."""
+
+    results: list[ResultRecord] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> BatchOutcome:
+    """Run every job of ``batch`` not in ``skip``; a job whose strategy raises is reported failed, not fatal."""
+    started = time.perf_counter()
+    outcome = BatchOutcome()
+    candles, indicators = memo.get(batch.data_key)
+    for job in batch.jobs:
+        if skip and job.job_id in skip:
+            continue
+        try:
+            outcome.results.append(run_job(job, candles, indicators))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
+            outcome.failed[job.job_id] = f"{type(exc).__name__}: {exc}"[:500]
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
+    """One backtest: the strategy's exposure through the engine, as a result record."""
+    strategy = get_strategy(job.strategy)
+    if strategy.version != job.strategy_version:
+        raise ConfigError(
+            f"strategy {job.strategy} is version {strategy.version} here but the job wants {job.strategy_version}; "
+            "install the same backfarm (and plugin) version everywhere"
+        )
+    exposure = strategy.exposure(indicators, job.params)
+    result = run_backtest(
+        candles.open,
+        candles.high,
+        candles.low,
+        candles.close,
+        exposure,
+        job.costs,
+        job.capital,
+        bars_per_year(candles.bar_seconds),
+    )
+    return ResultRecord(
+        job_id=job.job_id,
+        strategy=job.strategy,
+        strategy_version=job.strategy_version,
+        params=dict(job.params),
+        symbol=job.symbol,
+        granularity=job.granularity,
+        start=job.start,
+        end=job.end,
+        source=job.source,
+        costs=job.costs.to_dict(),
+        capital=job.capital,
+        metrics={k: round_metric(v) for k, v in result.metrics.items()},
+        candles_checksum=candles.checksum,
+        engine_version=ENGINE_VERSION,
+        bars=len(candles),
+        gaps=candles.gaps,
+        created_at=time.time(),
+    )
+
+
+def warm_up() -> None:
+    """Load (or compile) every numba kernel the built-ins and the engine use, on a small in-memory series.
+
+    Run once per process before real work (and before forking) so no batch pays compilation or cache loading.
+    """
+    n = 400
+    rng = np.random.default_rng(0)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    high = np.maximum(open_, close) * 1.001
+    low = np.minimum(open_, close) * 0.999
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    ts = np.array([int((start + timedelta(minutes=i)).timestamp()) * 10**9 for i in range(n)], dtype=np.int64)
+    candles = Candles("synthetic", "WARM-USD", "1m", ts, open_, high, low, close, np.ones(n))
+    indicators = Indicators(candles)
+    costs = Costs(stop_loss_bps=100.0, take_profit_bps=100.0)
+    for strategy in all_strategies().values():
+        for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:
+            exposure = strategy.exposure(indicators, params)
+            run_backtest(open_, high, low, close, exposure, costs, 1000.0, 525600.0)
+            run_backtest(open_, high, low, close, exposure, Costs(), 1000.0, 525600.0)
