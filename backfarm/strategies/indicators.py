@@ -1,8 +1,9 @@
 """Causal technical indicators over one candle window, memoized so every parameter set of a batch shares them.
 
 Every indicator at bar t uses bars ≤ t only and is NaN until it has enough history. The rolling kernels are numba
-loops, O(n) in the number of bars whatever the window: running sums for means and deviations, a monotonic deque for
-rolling extremes, Wilder recursions for RSI and ATR.
+loops, O(n) in the number of bars whatever the window: running sums for means and deviations, block-wise prefix and
+suffix extremes for rolling max/min, Wilder recursions for RSI and ATR. Each output array is allocated once and kept
+(first-touching fresh memory is a large share of the cost), so kernels avoid temporaries of length n.
 
 Exactness matters more than usual here: ``backfarm strategies check`` compares exposures computed on a full series
 and on truncations of it bit for bit, so every kernel computes the value at bar t from bars 0..t in an order that does
@@ -27,26 +28,30 @@ _NOISE = 1e-10
 
 
 @njit(cache=True)
-def _mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Rolling mean and population standard deviation (ddof=0) of ``x`` over ``w`` bars.
+def _rolling_mean(x: np.ndarray, w: int, with_std: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Rolling mean of ``x`` over ``w`` bars and, when ``with_std``, the population standard deviation (ddof=0).
 
     Sums run over ``x - c`` for a shift ``c`` (the window mean at the last rebuild) so they stay small and the
     variance does not cancel catastrophically at price levels of 1e5. Windows whose values are all equal get their
-    exact value and a deviation of exactly 0: gap-filled flat stretches must not produce noise signals.
+    exact value and a deviation of exactly 0: gap-filled flat stretches must not produce noise signals. The mean's
+    arithmetic is the same with or without the deviation, so ``sma(w)`` never depends on which was asked first.
     """
     n = x.shape[0]
     mean = np.full(n, np.nan)
-    std = np.full(n, np.nan)
+    std = np.full(n if with_std else 0, np.nan)
     c = 0.0
     s1 = 0.0
     s2 = 0.0
     run = 0
+    phase = 0  # (t - w + 1) % w, kept as a counter: an integer division per bar would dominate the loop
     for t in range(n):
         run = run + 1 if t > 0 and x[t] == x[t - 1] else 1
         if t < w - 1:
             continue
         s = t - w + 1
-        if s % w == 0:
+        rebuild = phase == 0
+        phase = phase + 1 if phase + 1 < w else 0
+        if rebuild:
             # Rebuild at window-aligned starts: O(w) every w bars, so O(n) overall, and drift never accumulates.
             total = 0.0
             for i in range(s, t + 1):
@@ -62,17 +67,31 @@ def _mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:  # pragma
             d_in = x[t] - c
             d_out = x[s - 1] - c
             s1 += d_in - d_out
-            s2 += d_in * d_in - d_out * d_out
+            if with_std:
+                s2 += d_in * d_in - d_out * d_out
         if run >= w:
             mean[t] = x[t]
-            std[t] = 0.0
+            if with_std:
+                std[t] = 0.0
             continue
         m = s1 / w
         mean[t] = c + m
-        var = s2 / w - m * m
-        sd = np.sqrt(var) if var > 0.0 else 0.0
-        std[t] = 0.0 if sd <= _NOISE * abs(mean[t]) else sd
+        if with_std:
+            var = s2 / w - m * m
+            sd = np.sqrt(var) if var > 0.0 else 0.0
+            std[t] = 0.0 if sd <= _NOISE * abs(mean[t]) else sd
     return mean, std
+
+
+@njit(cache=True)
+def _zscore(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(x - mean) / std where std > 0, NaN elsewhere (warm-up and flat windows)."""
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    for t in range(n):
+        if std[t] > 0.0:
+            out[t] = (x[t] - mean[t]) / std[t]
+    return out
 
 
 @njit(cache=True)
@@ -96,26 +115,34 @@ def _ema(x: np.ndarray, w: int) -> np.ndarray:  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _rolling_extreme(x: np.ndarray, w: int, want_max: bool) -> np.ndarray:  # pragma: no cover - compiled
-    """Rolling max (or min) of ``x`` over bars t-w+1..t, with a monotonic deque of indices: O(n)."""
+    """Rolling max (or min) of ``x`` over bars t-w+1..t, by blocks of ``w`` bars (van Herk / Gil-Werman): O(n).
+
+    The window ending at bar t of block b is the suffix of block b-1 from t-w+1 plus the prefix of block b up to
+    t, so one running extreme per block and the previous block's suffix extremes (a buffer of w) give every value
+    with about three comparisons per bar and no data-dependent inner loop.
+    """
     n = x.shape[0]
     out = np.full(n, np.nan)
-    dq = np.empty(n, dtype=np.int64)
-    head = 0
-    tail = 0  # deque is dq[head:tail]; values along it are monotonic, the front is the extreme
-    for t in range(n):
-        v = x[t]
-        if want_max:
-            while tail > head and x[dq[tail - 1]] <= v:
-                tail -= 1
-        else:
-            while tail > head and x[dq[tail - 1]] >= v:
-                tail -= 1
-        dq[tail] = t
-        tail += 1
-        if dq[head] <= t - w:
-            head += 1
-        if t >= w - 1:
-            out[t] = x[dq[head]]
+    suffix = np.empty(min(w, n))
+    for start in range(0, n, w):
+        if start > 0:  # suffix extremes of the previous block, start - w .. start - 1
+            m = x[start - 1]
+            suffix[w - 1] = m
+            for j in range(w - 2, -1, -1):
+                u = x[start - w + j]
+                if (u > m) if want_max else (u < m):
+                    m = u
+                suffix[j] = m
+        m = x[start]
+        for t in range(start, min(start + w, n)):
+            u = x[t]
+            if (u > m) if want_max else (u < m):
+                m = u
+            if t == start + w - 1:
+                out[t] = m  # the window is exactly this block
+            elif start > 0:
+                s = suffix[t - start + 1]
+                out[t] = s if ((s > m) if want_max else (s < m)) else m
     return out
 
 
@@ -201,10 +228,10 @@ class Indicators:
         self._cache: dict[tuple[str, int], np.ndarray] = {}
 
     def _get(self, name: str, w: int, compute: Callable[[int], np.ndarray]) -> np.ndarray:
-        key = (name, w)
-        out = self._cache.get(key)
+        w = _window(w)
+        out = self._cache.get((name, w))
         if out is None:
-            out = self._store(name, _window(w), compute(_window(w)))
+            out = self._store(name, w, compute(w))
         return out
 
     def _store(self, name: str, w: int, arr: np.ndarray) -> np.ndarray:
@@ -212,20 +239,19 @@ class Indicators:
         self._cache[(name, w)] = arr
         return arr
 
-    def _mean_std(self, w: int) -> np.ndarray:
-        mean, std = _mean_std(self.close, w)
-        self._store("stdev", w, std)
-        return mean
-
     def sma(self, w: int) -> np.ndarray:
         """Simple moving average of close over bars t-w+1..t."""
-        return self._get("sma", w, self._mean_std)
+        return self._get("sma", w, lambda v: _rolling_mean(self.close, v, False)[0])
 
     def stdev(self, w: int) -> np.ndarray:
         """Rolling population standard deviation (ddof=0) of close over bars t-w+1..t; exactly 0 on flat windows."""
-        if ("stdev", w) not in self._cache:
-            self.sma(w)
-        return self._get("stdev", w, lambda v: _mean_std(self.close, v)[1])
+        return self._get("stdev", w, self._stdev)
+
+    def _stdev(self, w: int) -> np.ndarray:
+        mean, std = _rolling_mean(self.close, w, True)
+        if ("sma", w) not in self._cache:
+            self._store("sma", w, mean)  # same arithmetic as sma(w): keep it rather than compute it again
+        return std
 
     def ema(self, w: int) -> np.ndarray:
         """Exponential moving average of close, alpha = 2/(w+1), seeded at bar w-1 with the SMA of the first w bars."""
@@ -236,11 +262,8 @@ class Indicators:
         return self._get("zscore", w, self._zscore)
 
     def _zscore(self, w: int) -> np.ndarray:
-        mean, std = self.sma(w), self.stdev(w)
-        out = np.full(self.n, np.nan)
-        ok = std > 0.0
-        np.divide(self.close - mean, std, out=out, where=ok)
-        return out
+        std = self.stdev(w)
+        return _zscore(self.close, self.sma(w), std)
 
     def highest(self, w: int) -> np.ndarray:
         """Rolling max of high over bars t-w+1..t (bar t included)."""
