@@ -78,8 +78,8 @@ class SweepSpec:
         }
         try:
             return Costs(**{k: v for k, v in given.items() if v is not None})
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
+        except (ValueError, ValidationError) as exc:
+            raise ValidationError(f"--{exc}") from None
 
 
 @dataclass(frozen=True)

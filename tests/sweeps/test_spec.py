@@ -122,7 +122,7 @@ def test_explicit_params_are_resolved_and_checked() -> None:
         ({"granularity": "7m"}, "unknown granularity '7m'"),
         ({"capital": 0.0}, "--capital must be positive"),
         ({"window": "40d", "days": 30}, "--window 40d is longer than the period"),
-        ({"fee_bps": -1.0}, "fee_bps"),
+        ({"fee_bps": -1.0}, "--fee-bps must be in [0, 5000), got -1.0"),
     ],
 )
 def test_validation_errors(flags: dict[str, object], message: str) -> None:
