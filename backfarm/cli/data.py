@@ -59,14 +59,19 @@ def ls(
     for col in ("source", "symbol", "gran", "months", "first bar (UTC)", "last bar (UTC)", "bars", "gaps"):
         table.add_column(col, justify="right" if col in {"bars", "gaps"} else "left")
     for e in entries:
-        months = e.months[0] if len(e.months) == 1 else f"{e.months[0]} … {e.months[-1]} ({len(e.months)})"
+        if not e.months:
+            months = "none readable"
+        elif len(e.months) == 1:
+            months = e.months[0]
+        else:
+            months = f"{e.months[0]} … {e.months[-1]} ({len(e.months)})"
         table.add_row(
             e.source,
             e.symbol,
             e.granularity,
             months,
-            f"{e.first_ts:%Y-%m-%d %H:%M}",
-            f"{e.last_ts:%Y-%m-%d %H:%M}",
+            f"{e.first_ts:%Y-%m-%d %H:%M}" if e.first_ts else "—",
+            f"{e.last_ts:%Y-%m-%d %H:%M}" if e.last_ts else "—",
             f"{e.rows:,}",
             f"{e.gaps:,}",
         )

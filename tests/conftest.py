@@ -1,0 +1,42 @@
+"""Shared fixtures: a private Redis server for the session and a clean database per test.
+
+The project root is put on ``sys.path`` so that tests import shared helpers as ``tests.…`` (e.g.
+``tests.redis_server``, ``tests.leaderboard.contract``) however pytest is started (``pytest`` or ``python -m pytest``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.redis_server import RedisServer  # noqa: E402 - needs ROOT on sys.path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One password-protected ``redis-server`` on a free port for the whole session (started on first use)."""
+    server = RedisServer(password=secrets.token_hex(8), directory=tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, with every database emptied first (FLUSHALL on our own server, never 6379)."""
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
