@@ -141,7 +141,9 @@ def main() -> int:
             f"{row['us_with_fresh_indicators']:>16.0f}"
         )
     s = report["screen_25"]
-    print(f"\nseeds' 25-backtest screen (in-process, warm): {s['seconds']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})")
+    print(
+        f"\nseeds' 25-backtest screen (in-process, warm): {s['seconds']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})"
+    )
     one, two = report["sweep_1_worker"], report["sweep_2_workers"]
     print(f"\nstandard sweep, {one['jobs']:,} jobs (default grids × 5 symbols × 30 days 1m), embedded executor:")
     for row in (one, two):

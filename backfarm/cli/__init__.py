@@ -69,10 +69,11 @@ def root(
 
 
 def _register() -> None:
-    from backfarm.cli import backtest, data, leaderboard, strategies
+    from backfarm.cli import backtest, data, farm, leaderboard, strategies
 
     backtest.register(app)
     leaderboard.register(app)
+    farm.register(app)
     app.add_typer(data.app, name="data", help="Candle cache: import, fetch, list.")
     app.add_typer(strategies.app, name="strategies", help="List strategies and check them for lookahead.")
     try:

@@ -44,10 +44,15 @@ def backtest(
     stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
     take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
     capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. [default: 10000]")] = None,
-    source: Annotated[str | None, typer.Option(help="Candles: synthetic | file | coinbase. [default: synthetic]")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Candles: synthetic | file | coinbase. [default: synthetic]")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
     spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the leaderboard to print.")] = TOP_DEFAULT,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Farm only: submit, print the sweep id and return without waiting.")
+    ] = False,
 ) -> None:
     """Run a sweep: strategies × parameters × symbols × windows. With no options: the 5 built-ins with default
     parameters on BTC/ETH/SOL/LINK/POL-USD over the last 30 days of 1-minute candles (25 backtests)."""
@@ -79,6 +84,15 @@ def backtest(
         spec_file=spec,
     )
     settings = state.settings()
+    if settings.redis_url:
+        if workers is not None:
+            raise ValidationError(
+                "--workers sizes the local executor; on the farm, size `backfarm worker --concurrency`"
+            )
+        _farm_backtest(request, settings, detach, top)
+        return
+    if detach:
+        raise ValidationError("--detach needs the farm: set BACKFARM_REDIS_URL or pass --redis URL")
     started = time.perf_counter()
     with _progress() as progress:
         outcome = run_sweep(request, settings, workers=workers, progress=progress)
@@ -89,6 +103,33 @@ def backtest(
             f"interrupted: {outcome.done} of {outcome.total} jobs are stored; run the same command again to finish"
         )
         raise typer.Exit(code=130)
+
+
+def _farm_backtest(request, settings, detach: bool, top: int) -> None:  # type: ignore[no-untyped-def]
+    """Submit the sweep to the farm; wait with a live bar (unless detached), then print the same tables."""
+    from backfarm.cli.farm import FarmProgressBar
+    from backfarm.tasks.sweep import submit_sweep
+
+    started = time.perf_counter()
+    if detach:
+        outcome = submit_sweep(request, settings, detach=True)
+        outcome.store.close()
+        typer.echo(outcome.sweep_id)
+        state.err_console.print(
+            f"submitted sweep {outcome.sweep_id} ({outcome.total:,} jobs, {outcome.reused:,} already stored); "
+            f"follow it with `backfarm status {outcome.sweep_id} --watch`"
+        )
+        return
+    with FarmProgressBar() as bar:
+        outcome = submit_sweep(request, settings, on_update=bar.update)
+    if outcome.stats.interrupted:
+        outcome.store.close()
+        state.err_console.print(
+            f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
+            f"follow it with `backfarm status {outcome.sweep_id} --watch`"
+        )
+        raise typer.Exit(code=130)
+    _report(outcome, top, time.perf_counter() - started, farm=True)
 
 
 def _progress() -> Progress:
@@ -105,7 +146,7 @@ def _progress() -> Progress:
     )
 
 
-def _report(outcome, top: int, wall: float) -> None:  # type: ignore[no-untyped-def]
+def _report(outcome, top: int, wall: float, farm: bool = False) -> None:  # type: ignore[no-untyped-def]
     from backfarm.leaderboard.model import Filters
 
     console = state.console
@@ -127,8 +168,12 @@ def _report(outcome, top: int, wall: float) -> None:  # type: ignore[no-untyped-
     console.print(aggregate_table(rows, "strategy", "per strategy"))
     computed = outcome.stats.computed
     rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 and computed else 0.0
+    where = (
+        f"on the farm, {outcome.workers} worker{'s' if outcome.workers != 1 else ''} answering"
+        if farm
+        else f"on {outcome.workers} process{'es' if outcome.workers > 1 else ''}"
+    )
     console.print(
-        f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s on {outcome.workers} "
-        f"process{'es' if outcome.workers > 1 else ''}); {wall:.2f} s in total"
+        f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s {where}); {wall:.2f} s in total"
     )
     store.close()

@@ -79,7 +79,9 @@ def leaderboard(
             elif fmt == "csv":
                 typer.echo(to_csv([row.__dict__ for row in rows]), nl=False)
             else:
-                state.console.print(aggregate_table(rows, by, f"per {by}" + (f" · sweep {sweep_id}" if sweep_id else "")))
+                state.console.print(
+                    aggregate_table(rows, by, f"per {by}" + (f" · sweep {sweep_id}" if sweep_id else ""))
+                )
             return
         n = top if top > 0 else 10**9
         records = store.top(metric, n, filters, ascending=ascending)

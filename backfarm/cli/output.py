@@ -27,8 +27,10 @@ def fmt_metric(name: str, value: float | int | None) -> str:
     if value is None:
         return "—"
     if name in PERCENT:
-        return f"{value * 100:+.2f}%" if name in {"total_return", "cagr", "avg_trade", "max_drawdown"} else (
-            f"{value * 100:.1f}%"
+        return (
+            f"{value * 100:+.2f}%"
+            if name in {"total_return", "cagr", "avg_trade", "max_drawdown"}
+            else (f"{value * 100:.1f}%")
         )
     if isinstance(value, int):
         return f"{value:,}"
@@ -55,7 +57,12 @@ def top_table(records: Sequence[ResultRecord], metric: str, title: str, offset: 
         cols.append(metric)
     cols.append("job")
     for col in cols:
-        table.add_column(col, justify="right" if col in {"#", "return", "sharpe", "max dd", "trades", "win rate"} or col == metric else "left")
+        table.add_column(
+            col,
+            justify="right"
+            if col in {"#", "return", "sharpe", "max dd", "trades", "win rate"} or col == metric
+            else "left",
+        )
     for i, r in enumerate(records, start=1 + offset):
         m = r.metrics
         row = [

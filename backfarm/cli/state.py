@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +14,8 @@ verbose = False
 _settings: Settings | None = None
 _overrides: dict[str, object] = {}
 
-console = Console(highlight=False, soft_wrap=False)
+# Piped output (files, CI logs) gets wide tables instead of rich's 80-column fallback.
+console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 """Results go to stdout."""
 err_console = Console(stderr=True, highlight=False)
 """Progress and warnings go to stderr, so ``--format json`` output stays clean."""
@@ -21,6 +24,8 @@ err_console = Console(stderr=True, highlight=False)
 def configure(verbose: bool = False, data_dir: Path | None = None, redis: str | None = None) -> None:
     """Remember the global flags (called by the root callback)."""
     globals()["verbose"] = verbose
+    # Warnings (e.g. a corrupt cache file moved aside) are one line for people, not a source excerpt.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     globals()["_settings"] = None
     _overrides.clear()
     _overrides.update({"data_dir": data_dir.expanduser() if data_dir else None, "redis_url": redis})

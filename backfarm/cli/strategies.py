@@ -25,8 +25,9 @@ def list_() -> None:
         params = "\n".join(f"{p.name}={p.default} [{p.low}, {p.high}]" for p in strategy.params)
         rules = "; ".join(r.text for r in strategy.rules)
         grid = sum(1 for _ in strategy.default_grid())
-        table.add_row(name, strategy.version, params + (f"\nrule: {rules}" if rules else ""), str(grid),
-                      strategy.describe())
+        table.add_row(
+            name, strategy.version, params + (f"\nrule: {rules}" if rules else ""), str(grid), strategy.describe()
+        )
     state.console.print(table)
 
 

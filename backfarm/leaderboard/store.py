@@ -65,7 +65,9 @@ class ResultStore(ABC):
         """The expected job ids of a sweep."""
 
     @abstractmethod
-    def top(self, metric: str, n: int, filters: Filters | None = None, ascending: bool | None = None) -> list[ResultRecord]:
+    def top(
+        self, metric: str, n: int, filters: Filters | None = None, ascending: bool | None = None
+    ) -> list[ResultRecord]:
         """The best ``n`` results by ``metric`` (direction from :func:`metric_order` unless ``ascending`` is given)."""
 
     @abstractmethod

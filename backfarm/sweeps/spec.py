@@ -24,7 +24,7 @@ from typing import Any
 from backfarm.candles.schema import GRANULARITIES, granularity_seconds
 from backfarm.engine.costs import Costs
 from backfarm.errors import ConfigError, ValidationError, did_you_mean
-from backfarm.strategies.base import Params
+from backfarm.strategies.base import Params, Strategy
 from backfarm.strategies.registry import get_strategy, strategy_names
 from backfarm.sweeps.jobs import Job, iso, parse_iso, short_hash
 
@@ -238,21 +238,9 @@ def expand(
 
     ``validate_symbol`` comes from the candle source (unknown symbols get "did you mean").
     """
-    if spec.granularity not in GRANULARITIES:
-        raise ValidationError(did_you_mean("granularity", spec.granularity, GRANULARITIES))
-    if spec.capital <= 0:
-        raise ValidationError(f"--capital must be positive, got {spec.capital:g}")
-    if not spec.strategies:
-        raise ValidationError("no strategies given")
-    if not spec.symbols:
-        raise ValidationError("no symbols given")
+    _check_names(spec)
     costs = spec.costs()
     strategies = [get_strategy(name) for name in _unique(spec.strategies)]
-    for name in spec.params:
-        if name not in spec.strategies:
-            if name not in strategy_names():
-                raise ValidationError(did_you_mean("strategy", name, strategy_names()))
-            raise ValidationError(f"--params names {name}, which is not among --strategies {','.join(spec.strategies)}")
     symbols = _unique(spec.symbols)
     for symbol in symbols:
         if validate_symbol is not None:
@@ -261,16 +249,10 @@ def expand(
     spans = windows(start, end, spec.window, spec.step)
     bar = timedelta(seconds=granularity_seconds(spec.granularity))
     if spans[0][1] - spans[0][0] < 2 * bar:
-        raise ValidationError(f"a window of {_human(spans[0][1] - spans[0][0])} holds fewer than 2 {spec.granularity} bars")
-    param_sets: list[tuple[Any, list[Params]]] = []
-    for strategy in strategies:
-        if strategy.name in spec.params:
-            sets = [strategy.resolve(given) for given in spec.params[strategy.name]]
-        elif spec.grid:
-            sets = list(strategy.default_grid())
-        else:
-            sets = [strategy.resolve({})]
-        param_sets.append((strategy, _unique_params(sets)))
+        raise ValidationError(
+            f"a window of {_human(spans[0][1] - spans[0][0])} holds fewer than 2 {spec.granularity} bars"
+        )
+    param_sets = [(strategy, _param_sets(spec, strategy)) for strategy in strategies]
     total = sum(len(s) for _, s in param_sets) * len(symbols) * len(spans)
     if total > MAX_JOBS:
         raise ValidationError(f"the sweep would have {total:,} jobs (limit {MAX_JOBS:,}); narrow it")
@@ -293,6 +275,34 @@ def expand(
                     )
                 )
     return Expansion(spec=replace(spec), jobs=tuple(jobs), windows=tuple(spans))
+
+
+def _check_names(spec: SweepSpec) -> None:
+    if spec.granularity not in GRANULARITIES:
+        raise ValidationError(did_you_mean("granularity", spec.granularity, GRANULARITIES))
+    if spec.capital <= 0:
+        raise ValidationError(f"--capital must be positive, got {spec.capital:g}")
+    if not spec.strategies:
+        raise ValidationError("no strategies given")
+    if not spec.symbols:
+        raise ValidationError("no symbols given")
+    for name in _unique(spec.strategies):
+        get_strategy(name)
+    for name in spec.params:
+        if name not in spec.strategies:
+            if name not in strategy_names():
+                raise ValidationError(did_you_mean("strategy", name, strategy_names()))
+            raise ValidationError(f"--params names {name}, which is not among --strategies {','.join(spec.strategies)}")
+
+
+def _param_sets(spec: SweepSpec, strategy: Strategy) -> list[Params]:
+    if strategy.name in spec.params:
+        sets = [strategy.resolve(given) for given in spec.params[strategy.name]]
+    elif spec.grid:
+        sets = list(strategy.default_grid())
+    else:
+        sets = [strategy.resolve({})]
+    return _unique_params(sets)
 
 
 def _date(text: str, flag: str) -> datetime:

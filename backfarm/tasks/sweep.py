@@ -7,12 +7,14 @@ are loaded (which checks availability and gaps) before the sweep is recorded or 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backfarm.candles.load import get_source, load_candles
 from backfarm.config import Settings
+from backfarm.errors import ConfigError
 from backfarm.leaderboard.factory import open_store
 from backfarm.leaderboard.model import SweepRecord
 from backfarm.leaderboard.store import ResultStore
@@ -23,6 +25,8 @@ from backfarm.tasks.runner import CandleMemo
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from backfarm.tasks.farm import Progress as FarmProgress
 
 
 @dataclass
@@ -152,3 +156,52 @@ def run_sweep(
     stats = run_local(batches, store, settings, sweep_id, n_workers, on_progress, memo)
     used = 1 if len(todo) <= 64 or len(batches) == 1 else n_workers
     return SweepOutcome(sweep_id, expansion, store, stats, reused=len(existing), workers=used)
+
+
+def submit_sweep(
+    request: SweepRequest,
+    settings: Settings,
+    detach: bool = False,
+    on_update: Callable[[FarmProgress], None] | None = None,
+) -> SweepOutcome:
+    """The farm path (``settings.redis_url`` set): validate, check Redis, prepare the data as the embedded path
+    does, record the manifest and enqueue the missing jobs, then wait for the farm unless ``detach``.
+
+    An interrupt while waiting leaves the sweep running on the farm (``stats.interrupted``).
+    """
+    from backfarm.errors import ServiceUnavailable
+    from backfarm.tasks import farm
+    from backfarm.workers.app import create_app
+
+    expansion = build_expansion(request, settings)
+    farm.preflight(settings)
+    app = create_app(settings)
+    try:
+        store = open_store(settings)
+    except ServiceUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    prepare_data(expansion, settings)
+    reused = len(store.existing(j.job_id for j in expansion.jobs))
+    sweep_id = farm.submit(expansion, settings, store, app)  # type: ignore[arg-type]
+    stats = RunStats()
+    outcome = SweepOutcome(sweep_id, expansion, store, stats, reused=reused, workers=0)
+    if detach:
+        return outcome
+    started = time.perf_counter()
+    last: list[FarmProgress] = []
+
+    def update(p: FarmProgress) -> None:
+        last[:] = [p]
+        if on_update is not None:
+            on_update(p)
+
+    try:
+        final = farm.wait(sweep_id, settings, store, app, on_update=update)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        final = last[0] if last else farm.progress(store, sweep_id)  # type: ignore[arg-type]
+    stats.seconds = time.perf_counter() - started
+    stats.computed = max(0, final.done - reused)
+    stats.failed = final.dead
+    outcome.workers = len(final.workers or [])
+    return outcome

@@ -157,7 +157,10 @@ def test_spec_file_toml_and_flag_override(tmp_path: Path) -> None:
     spec = spec_from(load_spec_file(path), symbols=("SOL-USD",))
     exp = expand(spec, now=NOW)
     assert {j.symbol for j in exp.jobs} == {"SOL-USD"}
-    assert sorted((j.strategy, j.params.get("fast")) for j in exp.jobs)[:2] == [("ma_crossover", 5), ("ma_crossover", 10)]
+    assert sorted((j.strategy, j.params.get("fast")) for j in exp.jobs)[:2] == [
+        ("ma_crossover", 5),
+        ("ma_crossover", 10),
+    ]
     assert period(spec, NOW) == (TODAY - timedelta(days=7), TODAY)
     bad = tmp_path / "bad.toml"
     bad.write_text("strategy = ['momentum']\n")

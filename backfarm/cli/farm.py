@@ -1,0 +1,349 @@
+"""The farm's commands: ``worker``, ``flower``, ``status`` and ``sweep reconcile|cancel``.
+
+``worker`` and ``flower`` run in the foreground with the same settings as every other command (the Redis URL, time
+limits and visibility timeout come from ``BACKFARM_*``), so a machine needs nothing but ``BACKFARM_REDIS_URL`` to
+join. Passwords never reach argv, logs or output: Flower's basic auth is handed over through its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backfarm.cli import state
+from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError, did_you_mean
+from backfarm.sweeps.spec import split_list
+
+if TYPE_CHECKING:
+    from backfarm.leaderboard.store import ResultStore
+    from backfarm.tasks.farm import Progress as FarmProgress
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+sweep_app = typer.Typer(no_args_is_help=True, help="Farm sweeps: re-enqueue what is missing, or cancel.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the farm commands to the root app."""
+    app.command("worker")(worker)
+    app.command("flower")(flower)
+    app.command("status")(status)
+    app.add_typer(sweep_app, name="sweep")
+
+
+def _farm_settings():  # type: ignore[no-untyped-def]
+    """Settings with a Redis URL that answers (ConfigError / AuthError, exit 2, otherwise)."""
+    from backfarm.tasks.farm import preflight
+
+    settings = state.settings()
+    preflight(settings)
+    return settings
+
+
+def _redis_store(settings):  # type: ignore[no-untyped-def]
+    from backfarm.leaderboard.redis_store import RedisStore
+
+    try:
+        return RedisStore(settings.redis_url)
+    except ServiceUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# --- worker ------------------------------------------------------------------------------------------------------
+
+
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to consume: backtest, paper, data.")
+    ] = "backtest,data",
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")] = "INFO",
+    name: Annotated[str | None, typer.Option(help="Node name (default: backfarm-PID@HOST).")] = None,
+) -> None:
+    """Start a Celery worker for the farm (prefork, late acks, one message per free process)."""
+    from backfarm.tasks.farm import preflight
+    from backfarm.tasks.local import default_workers
+    from backfarm.workers import lifecycle
+    from backfarm.workers.app import QUEUES, create_app
+
+    chosen = split_list(queues)
+    if not chosen:
+        raise ValidationError("--queues needs at least one queue")
+    for queue in chosen:
+        if queue not in QUEUES:
+            raise ValidationError(did_you_mean("queue", queue, QUEUES))
+    if concurrency is not None and concurrency < 1:
+        raise ValidationError(f"--concurrency must be at least 1, got {concurrency}")
+    level = loglevel.upper()
+    if level not in LOG_LEVELS:
+        raise ValidationError(did_you_mean("log level", loglevel, LOG_LEVELS))
+    settings = state.settings()
+    app = create_app(settings)  # validates the URL and the time limits before anything starts
+    try:
+        preflight(settings)
+    except ConfigError as exc:  # not up yet (compose starts us early): Celery keeps retrying the connection
+        state.err_console.print(f"warning: {exc}; waiting for it")
+    lifecycle.install(settings)
+    node = name or f"backfarm-{os.getpid()}@{socket.gethostname()}"
+    argv = ["worker", f"--loglevel={level}", f"--queues={','.join(chosen)}", f"--hostname={node}"]
+    argv += [f"--concurrency={concurrency or default_workers()}", "--pool=prefork", "--without-mingle"]
+    argv += ["--without-gossip"]
+    app.worker_main(argv)
+
+
+# --- flower ------------------------------------------------------------------------------------------------------
+
+
+def flower(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 inside a container).")] = "127.0.0.1",
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="No login at all; only allowed on 127.0.0.1.")
+    ] = False,
+) -> None:
+    """Start Flower, the farm's monitoring UI, behind basic auth from BACKFARM_FLOWER_AUTH (user:password)."""
+    if not 0 < port < 65536:
+        raise ValidationError(f"--port must be between 1 and 65535, got {port}")
+    settings = state.settings()
+    auth = settings.flower_auth
+    if insecure_no_auth:
+        if address not in LOCAL_ADDRESSES:
+            raise ConfigError(f"--insecure-no-auth only listens on 127.0.0.1, not {address}; set BACKFARM_FLOWER_AUTH")
+        auth = None
+    elif not auth:
+        raise ConfigError(
+            "Flower needs a login: set BACKFARM_FLOWER_AUTH=user:password "
+            "(or pass --insecure-no-auth to look at it on 127.0.0.1 only)"
+        )
+    elif any(":" not in pair or pair.startswith(":") or pair.endswith(":") for pair in auth.split(",")):
+        raise ConfigError("BACKFARM_FLOWER_AUTH must look like user:password (comma-separated for several users)")
+    from backfarm.workers.app import create_app
+
+    app = create_app(settings)
+    _farm_settings()
+    # Hand the credentials over through Flower's environment, never argv (visible in `ps`); drop anything that
+    # would open its API without a login.
+    for var in ("FLOWER_BASIC_AUTH", "FLOWER_UNAUTHENTICATED_API", "FLOWER_AUTH", "FLOWER_AUTH_PROVIDER"):
+        os.environ.pop(var, None)
+    if auth:
+        os.environ["FLOWER_BASIC_AUTH"] = auth
+    argv = ["flower", f"--port={port}", f"--address={address}", "--conf=/dev/null", "--purge_offline_workers=300"]
+    app.start(argv)
+
+
+# --- status ------------------------------------------------------------------------------------------------------
+
+
+def status(
+    sweep: Annotated[str | None, typer.Argument(help="Sweep id or a unique prefix (default: the latest).")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until the sweep is complete (Ctrl-C stops).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """A sweep's progress from the store (done / dead / pending, why jobs died), and the farm's queues and workers."""
+    from backfarm.leaderboard.factory import open_store
+
+    if fmt not in ("table", "json"):
+        raise ValidationError(did_you_mean("format", fmt, ("table", "json")))
+    if interval <= 0:
+        raise ValidationError(f"--interval must be positive, got {interval:g}")
+    settings = _farm_settings() if state.settings().redis_url else state.settings()
+    with open_store(settings) as store:
+        sweep_id = _resolve(store, sweep)
+        if sweep_id is None:
+            state.console.print("no sweeps yet: run `backfarm backtest`")
+            return
+        app = _app_if_farm(settings)
+        if not watch:
+            report = status_report(store, sweep_id, app)
+            _print_status(report, fmt)
+            return
+        with Live(console=state.console, auto_refresh=False) as live:
+            while True:
+                report = status_report(store, sweep_id, app)
+                live.update(_status_view(report), refresh=True)
+                if report["complete"] or report["cancelled"]:
+                    break
+                time.sleep(interval)
+
+
+def _app_if_farm(settings):  # type: ignore[no-untyped-def]
+    if not settings.redis_url:
+        return None
+    from backfarm.workers.app import create_app
+
+    return create_app(settings)
+
+
+def _resolve(store: ResultStore, sweep: str | None) -> str | None:
+    if sweep:
+        info = store.sweep(sweep)
+        if info is None:
+            raise ValidationError(f"unknown sweep '{sweep}' (see `backfarm sweeps`)")
+        return info.sweep_id
+    latest = store.sweeps()
+    return latest[0].sweep_id if latest else None
+
+
+def status_report(store: ResultStore, sweep_id: str, app: Any | None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the JSON output)."""
+    info = store.sweep(sweep_id)
+    assert info is not None
+    dead = store.dead(sweep_id)
+    reasons = Counter(dead.values())
+    report: dict[str, Any] = {
+        "sweep": info.sweep_id,
+        "created": datetime.fromtimestamp(info.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "source": info.source,
+        "total": info.total,
+        "done": info.done,
+        "dead": info.dead,
+        "pending": max(0, info.total - info.done - info.dead),
+        "complete": info.complete,
+        "cancelled": False,
+        "dead_reasons": [
+            {"reason": reason, "jobs": count, "example": next(j for j, r in dead.items() if r == reason)}
+            for reason, count in reasons.most_common()
+        ],
+    }
+    if app is not None:
+        from backfarm.tasks import farm
+
+        attempts = store.attempts(sweep_id)  # type: ignore[attr-defined]
+        report["cancelled"] = farm.is_cancelled(store, sweep_id)  # type: ignore[arg-type]
+        report["attempts"] = {
+            "jobs_attempted": len(attempts),
+            "jobs_retried": sum(1 for n in attempts.values() if n > 1),
+            "max": max(attempts.values(), default=0),
+        }
+        report["queues"] = farm.queue_lengths(store)  # type: ignore[arg-type]
+        report["workers"] = farm.live_workers(app)
+    return report
+
+
+def _print_status(report: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        state.console.print(_status_view(report))
+
+
+def _status_view(report: dict[str, Any]) -> Group:
+    total = report["total"] or 1
+    head = "cancelled" if report["cancelled"] else ("complete" if report["complete"] else "running")
+    table = Table(title=f"sweep {report['sweep']} · {head}", title_justify="left", header_style="bold")
+    for col in ("jobs", "done", "dead", "pending", "progress"):
+        table.add_column(col, justify="right")
+    finished = report["done"] + report["dead"]
+    table.add_row(
+        f"{report['total']:,}",
+        f"{report['done']:,}",
+        f"{report['dead']:,}",
+        f"{report['pending']:,}",
+        f"{100 * finished / total:.1f}%",
+    )
+    parts: list[Any] = [table, f"created {report['created']} UTC · source {report['source']}"]
+    if report["dead_reasons"]:
+        why = Table(title="why jobs are dead", title_justify="left", header_style="bold")
+        for col in ("jobs", "reason", "example job"):
+            why.add_column(col, justify="right" if col == "jobs" else "left")
+        for row in report["dead_reasons"][:10]:
+            why.add_row(f"{row['jobs']:,}", row["reason"], row["example"])
+        parts.append(why)
+    if "queues" in report:
+        attempts = report["attempts"]
+        queues = " · ".join(f"{name} {n:,}" for name, n in report["queues"].items())
+        workers = report["workers"]
+        parts.append(f"queues: {queues}")
+        parts.append(f"attempts: {attempts['jobs_retried']:,} jobs ran more than once (max {attempts['max']})")
+        parts.append(f"live workers ({len(workers)}): {', '.join(workers) if workers else 'none answered'}")
+    return Group(*parts)
+
+
+# --- sweep reconcile / cancel -------------------------------------------------------------------------------------
+
+
+@sweep_app.command("reconcile")
+def reconcile(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")]) -> None:
+    """Re-enqueue every job of the sweep that is expected but neither done nor dead (safe to run any time)."""
+    from backfarm.tasks import farm
+
+    settings = _farm_settings()
+    with _redis_store(settings) as store:
+        info = farm.progress(store, sweep)
+        count = farm.reconcile(info.sweep_id, settings, store)
+    if count:
+        state.console.print(f"re-enqueued {count:,} jobs of sweep {info.sweep_id}")
+    else:
+        state.console.print(f"nothing to re-enqueue: all {info.total:,} jobs of sweep {info.sweep_id} are done or dead")
+
+
+@sweep_app.command("cancel")
+def cancel(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")]) -> None:
+    """Cancel a sweep: its queued batches are skipped and its unfinished jobs are marked dead."""
+    from backfarm.tasks import farm
+
+    settings = _farm_settings()
+    with _redis_store(settings) as store:
+        info = farm.progress(store, sweep)
+        count = farm.cancel(info.sweep_id, settings, store)
+    state.console.print(f"cancelled sweep {info.sweep_id}: {count:,} unfinished jobs marked dead")
+
+
+# --- live progress for `backtest` on the farm --------------------------------------------------------------------
+
+
+class FarmProgressBar:
+    """A transient progress bar on stderr fed with :class:`backfarm.tasks.farm.Progress` updates."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]farm"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=state.err_console,
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> FarmProgressBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, p: FarmProgress) -> None:
+        """Show done + dead of total, dead, rate, ETA and live workers."""
+        if self.task is None:
+            self.task = self.progress.add_task("farm", total=p.total, info="")
+        eta = f"eta {_duration(p.eta_s)}" if p.eta_s is not None else "eta —"
+        workers = "workers ?" if p.workers is None else f"workers {len(p.workers)}"
+        dead = f"dead {p.dead:,} · " if p.dead else ""
+        info = f"{dead}{p.rate:,.0f}/s · {eta} · {workers}"
+        if p.reconciled:
+            info += f" · re-enqueued {p.reconciled:,}"
+        self.progress.update(self.task, total=p.total, completed=p.done + p.dead, info=info)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
