@@ -32,20 +32,20 @@ def backtest(
     quick: Annotated[
         bool, typer.Option("--quick", help="7 days, momentum/mean_reversion/breakout on BTC-USD and ETH-USD.")
     ] = False,
-    days: Annotated[int | None, typer.Option(help="Period: the last N whole days (UTC). [default: 30]")] = None,
+    days: Annotated[int | None, typer.Option(help="Period: the last N whole days (UTC). (default 30)")] = None,
     start: Annotated[str | None, typer.Option(help="Period start (ISO date/time, UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="Period end, exclusive (default: today 00:00 UTC).")] = None,
-    granularity: Annotated[str | None, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d. [default: 1m]")] = None,
+    granularity: Annotated[str | None, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d. (default 1m)")] = None,
     window: Annotated[str | None, typer.Option(help="Walk-forward window length, e.g. 7d.")] = None,
     step: Annotated[str | None, typer.Option(help="Walk-forward step (default: the window length).")] = None,
-    fee_bps: Annotated[float | None, typer.Option(help="Fee per side in basis points. [default: 60]")] = None,
-    spread_bps: Annotated[float | None, typer.Option(help="Full bid/ask spread in basis points. [default: 2]")] = None,
-    slippage_bps: Annotated[float | None, typer.Option(help="Slippage per side in basis points. [default: 0]")] = None,
+    fee_bps: Annotated[float | None, typer.Option(help="Fee per side in basis points. (default 60)")] = None,
+    spread_bps: Annotated[float | None, typer.Option(help="Full bid/ask spread in basis points. (default 2)")] = None,
+    slippage_bps: Annotated[float | None, typer.Option(help="Slippage per side in basis points. (default 0)")] = None,
     stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
     take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
-    capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. [default: 10000]")] = None,
+    capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. (default 10000)")] = None,
     source: Annotated[
-        str | None, typer.Option(help="Candles: synthetic | file | coinbase. [default: synthetic]")
+        str | None, typer.Option(help="Candles: synthetic | file | coinbase. (default synthetic)")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
     spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,

@@ -82,7 +82,7 @@ def ls(
 def fetch(
     symbols: Annotated[str, typer.Option(help="Comma-separated products.")],
     granularity: Annotated[str, typer.Option(help="Bar size.")] = "1m",
-    days: Annotated[int | None, typer.Option(help="The last N whole days. [default: 30]")] = None,
+    days: Annotated[int | None, typer.Option(help="The last N whole days. (default 30)")] = None,
     start: Annotated[str | None, typer.Option(help="Start (ISO date/time, UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
     source: Annotated[str, typer.Option(help="coinbase or synthetic.")] = "coinbase",
