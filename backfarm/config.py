@@ -56,6 +56,21 @@ class Settings:
     """A downloaded CDP key JSON file (``BACKFARM_COINBASE_KEY_FILE``)."""
     flower_auth: str | None = field(default=None, repr=False)
     """``user:password`` for Flower's basic auth (``BACKFARM_FLOWER_AUTH``); never shown."""
+    task_soft_time_limit_s: float = 540.0
+    """Farm: a batch task gets ``SoftTimeLimitExceeded`` after this long (``BACKFARM_TASK_SOFT_TIME_LIMIT``)."""
+    task_time_limit_s: float = 600.0
+    """Farm: a batch task's process is killed after this long (``BACKFARM_TASK_TIME_LIMIT``); > the soft limit."""
+    visibility_timeout_s: float = 1200.0
+    """Farm: an unacknowledged message is redelivered after this long (``BACKFARM_VISIBILITY_TIMEOUT``); > the hard
+    limit, and the same on every worker (the shortest in the fleet wins)."""
+    restore_interval_s: float = 10.0
+    """Farm: how often each worker looks for messages past the visibility timeout (``BACKFARM_RESTORE_INTERVAL``)."""
+    max_attempts: int = 3
+    """Farm: runs of one job before it is given up as dead (``BACKFARM_MAX_ATTEMPTS``)."""
+    worker_max_tasks_per_child: int = 200
+    """Farm: a worker process is replaced after this many batches (``BACKFARM_WORKER_MAX_TASKS_PER_CHILD``)."""
+    worker_memo_mb: float = 512.0
+    """Farm: candle memory kept per worker process, MiB (``BACKFARM_WORKER_MEMO_MB``)."""
 
     def __repr__(self) -> str:
         shown = []
@@ -99,6 +114,21 @@ class Settings:
                 kwargs[attr] = v
         if (v := get("COINBASE_KEY_FILE")) is not None:
             kwargs["coinbase_key_file"] = Path(v).expanduser()
+        for name, attr, low in (
+            ("TASK_SOFT_TIME_LIMIT", "task_soft_time_limit_s", 0.1),
+            ("TASK_TIME_LIMIT", "task_time_limit_s", 0.1),
+            ("VISIBILITY_TIMEOUT", "visibility_timeout_s", 1.0),
+            ("RESTORE_INTERVAL", "restore_interval_s", 0.1),
+            ("WORKER_MEMO_MB", "worker_memo_mb", 1.0),
+        ):
+            if (v := get(name)) is not None:
+                kwargs[attr] = _float(f"BACKFARM_{name}", v, low, None)
+        for name, attr in (
+            ("MAX_ATTEMPTS", "max_attempts"),
+            ("WORKER_MAX_TASKS_PER_CHILD", "worker_max_tasks_per_child"),
+        ):
+            if (v := get(name)) is not None:
+                kwargs[attr] = int(_float(f"BACKFARM_{name}", v, 1.0, None))
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def with_(self, **changes: object) -> Settings:

@@ -55,10 +55,10 @@ def _version(value: bool) -> None:
 def root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for every error.")] = False,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Cache and result directory [env: BACKFARM_DATA_DIR].")
+        Path | None, typer.Option("--data-dir", help="Cache and result directory (env BACKFARM_DATA_DIR).")
     ] = None,
     redis: Annotated[
-        str | None, typer.Option("--redis", help="Redis URL of the farm [env: BACKFARM_REDIS_URL].")
+        str | None, typer.Option("--redis", help="Redis URL of the farm (env BACKFARM_REDIS_URL).")
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

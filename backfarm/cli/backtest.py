@@ -94,8 +94,11 @@ def backtest(
     if detach:
         raise ValidationError("--detach needs the farm: set BACKFARM_REDIS_URL or pass --redis URL")
     started = time.perf_counter()
-    with _progress() as progress:
+    progress = _progress()  # started by run_sweep only when there is work, so errors print without a blank line
+    try:
         outcome = run_sweep(request, settings, workers=workers, progress=progress)
+    finally:
+        progress.stop()
     wall = time.perf_counter() - started
     _report(outcome, top, wall)
     if outcome.stats.interrupted:

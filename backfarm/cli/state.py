@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -24,11 +25,40 @@ err_console = Console(stderr=True, highlight=False)
 def configure(verbose: bool = False, data_dir: Path | None = None, redis: str | None = None) -> None:
     """Remember the global flags (called by the root callback)."""
     globals()["verbose"] = verbose
-    # Warnings (e.g. a corrupt cache file moved aside) are one line for people, not a source excerpt.
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    _setup_logging(verbose)
     globals()["_settings"] = None
     _overrides.clear()
     _overrides.update({"data_dir": data_dir.expanduser() if data_dir else None, "redis_url": redis})
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it per invocation)."""
+
+    _backfarm_cli = True
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    """backfarm's log warnings (a corrupt cache file moved aside, a retried request) as one line each on stderr.
+
+    Modules both log and ``warnings.warn`` such events (library users see the latter); the CLI shows the log line only.
+    """
+    logger = logging.getLogger("backfarm")
+    if not any(getattr(h, "_backfarm_cli", False) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    for handler in logger.handlers:
+        if getattr(handler, "_backfarm_cli", False):
+            handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbose else "warning: %(message)s"))
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", module="backfarm")
+    warnings.filterwarnings("ignore", category=UserWarning, message="corrupt candle cache")
 
 
 def settings() -> Settings:

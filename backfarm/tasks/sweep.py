@@ -143,6 +143,7 @@ def run_sweep(
     batches = make_batches(todo, batch_size_for(len(todo), groups, n_workers))
     task = None
     if progress is not None and todo:
+        progress.start()
         task = progress.add_task("backtests", total=len(todo), rate="")
     started = time.perf_counter()
     finished = [0]

@@ -1,0 +1,379 @@
+"""The farm from the client's side: submit a sweep, watch it finish, repair it, cancel it.
+
+Progress and completeness come from the store's sets (manifest, done, dead), never from Celery results: a sweep is
+complete when every expected job is done or dead. Because Celery on Redis can, rarely, lose a message,
+:func:`reconcile` re-enqueues whatever is expected but neither done nor dead, and :func:`wait` does so by itself when
+the sweep stops moving while nothing is queued. Re-enqueuing is always safe: the tasks skip done jobs and commit
+idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError
+from backfarm.leaderboard.model import SweepInfo, SweepRecord
+from backfarm.sweeps.jobs import Batch, Job, iso, make_batches
+from backfarm.sweeps.spec import Expansion, SweepSpec, expand
+from backfarm.tasks.backtest import FarmKeys, redis_errors
+from backfarm.workers.app import BACKTEST_QUEUE, BATCH_TASK, DATA_QUEUE, FETCH_TASK, QUEUES, create_app
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from backfarm.config import Settings
+    from backfarm.leaderboard.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+TARGET_BATCH_BAR_STEPS = 2_000_000
+"""Bars × jobs per batch: about 0.3–1 s of work here, so the ~5 ms a task costs in messaging stays ≲ 2 %."""
+MIN_BATCH, MAX_BATCH = 4, 512
+MIN_BATCHES = 8
+PUBLISH_CHUNK = 500
+"""Messages per pipelined publish round trip."""
+PING_TIMEOUT_S = 0.5
+PING_EVERY_S = 5.0
+
+Updated = Callable[["Progress"], None]
+
+
+@dataclass
+class Progress:
+    """A sweep's progress as the farm sees it."""
+
+    sweep_id: str
+    total: int
+    done: int
+    dead: int
+    elapsed_s: float = 0.0
+    rate: float = 0.0
+    """Jobs finished per second, over the last few polls."""
+    workers: list[str] | None = None
+    """Names of the workers that answered the last ping (``None`` before the first ping)."""
+    queued: int = 0
+    """Messages waiting in the backtest queue."""
+    cancelled: bool = False
+    reconciled: int = 0
+    """Jobs re-enqueued by this wait because the sweep had stalled."""
+    finished_here: int = 0
+    """Jobs done or dead since this wait started."""
+
+    @property
+    def pending(self) -> int:
+        """Jobs neither done nor dead."""
+        return max(0, self.total - self.done - self.dead)
+
+    @property
+    def complete(self) -> bool:
+        """Every expected job is done or dead."""
+        return self.pending == 0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate (``None`` when nothing is moving)."""
+        return self.pending / self.rate if self.rate > 0 else None
+
+
+@dataclass
+class _RateWindow:
+    """Finished-job counts over the last ``span_s`` seconds."""
+
+    span_s: float = 10.0
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, finished: int) -> float:
+        self.samples.append((now, finished))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.span_s:
+            self.samples.popleft()
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+# --- building blocks ---------------------------------------------------------------------------------------------
+
+
+def sweep_record(expansion: Expansion) -> SweepRecord:
+    """The manifest entry of a sweep: its spec with the exact period, and every expected job id."""
+    spec = expansion.spec.to_dict()
+    spec["period"] = [iso(expansion.windows[0][0]), iso(expansion.windows[-1][1])]
+    job_ids = tuple(job.job_id for job in expansion.jobs)
+    return SweepRecord(expansion.sweep_id, time.time(), spec, job_ids, expansion.spec.source)
+
+
+def rebuild_expansion(info: SweepInfo) -> Expansion:
+    """The jobs of a recorded sweep, regenerated from its stored spec (ids are deterministic, so they must match)."""
+    known = {f.name for f in fields(SweepSpec)}
+    data: dict[str, Any] = {k: v for k, v in info.spec.items() if k in known}
+    for key in ("strategies", "symbols"):
+        data[key] = tuple(data.get(key, ()))
+    period = info.spec.get("period")
+    if period:
+        data.update(start=period[0], end=period[1], days=None)
+    expansion = expand(SweepSpec(**data))
+    if expansion.sweep_id != info.sweep_id:
+        raise ConfigError(
+            f"sweep {info.sweep_id} cannot be rebuilt here: its spec now expands to other jobs (a different backfarm "
+            "or strategy plugin version?); run the same version as the one that submitted it"
+        )
+    return expansion
+
+
+def farm_batch_size(jobs: Sequence[Job]) -> int:
+    """Jobs per task: enough work per message that messaging overhead stays small (``TARGET_BATCH_BAR_STEPS``),
+    and at least ``MIN_BATCHES`` tasks so a small sweep still spreads over several workers."""
+    if not jobs:
+        return MIN_BATCH
+    from backfarm.candles.schema import granularity_seconds
+    from backfarm.sweeps.jobs import parse_iso
+
+    job = jobs[0]
+    seconds = (parse_iso(job.end) - parse_iso(job.start)).total_seconds()
+    bars = max(1.0, seconds / granularity_seconds(job.granularity))
+    by_work = TARGET_BATCH_BAR_STEPS // bars
+    by_spread = -(-len(jobs) // MIN_BATCHES)
+    return int(min(MAX_BATCH, max(MIN_BATCH, min(by_work, by_spread))))
+
+
+def enqueue(app: Celery, sweep_id: str, batches: Sequence[Batch]) -> int:
+    """Publish one task per batch, pipelined (one Redis round trip per ``PUBLISH_CHUNK`` messages)."""
+    if not batches:
+        return 0
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_CHUNK):
+            for batch in batches:
+                app.send_task(BATCH_TASK, args=(sweep_id, batch.to_dict()), queue=BACKTEST_QUEUE, producer=producer)
+    except Exception as exc:  # kombu/redis raise many types; the sweep is re-runnable, say so
+        if isinstance(exc, (ConfigError, ValidationError)):
+            raise
+        raise ServiceUnavailable(
+            f"could not enqueue sweep {sweep_id} ({type(exc).__name__}: {exc}); "
+            f"run `backfarm sweep reconcile {sweep_id}` once Redis is back"
+        ) from None
+    return len(batches)
+
+
+def enqueue_fetches(app: Celery, expansion: Expansion) -> int:
+    """For a remote source, one ``data`` task per symbol and window, so candles are fetched ahead of the batches."""
+    keys = sorted({job.data_key for job in expansion.jobs})
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_CHUNK):
+        for key in keys:
+            app.send_task(FETCH_TASK, args=list(key), queue=DATA_QUEUE, producer=producer)
+    return len(keys)
+
+
+# --- the client API ----------------------------------------------------------------------------------------------
+
+
+def preflight(settings: Settings, timeout_s: float = 3.0) -> None:
+    """One quick PING: an unreachable Redis is a ConfigError, rejected credentials an AuthError (never the password).
+
+    Runs before anything is validated against or written to the farm, so a wrong URL fails in seconds, not after
+    redis-py's and Celery's retries.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from backfarm.config import redact_url
+    from backfarm.errors import AuthError
+    from backfarm.workers.app import require_redis_url
+
+    url = require_redis_url(settings)
+    safe = redact_url(url)
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {safe}: {exc}") from None
+    password = client.connection_pool.connection_kwargs.get("password")
+
+    def scrub(exc: BaseException) -> str:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return text.replace(password, "***") if password else text
+
+    try:
+        client.ping()
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        no_auth = isinstance(exc, redis.AuthenticationError) or str(exc).startswith("NOAUTH")
+        if no_auth and not password:
+            raise AuthError(
+                f"Redis at {safe} requires a password: give it in the URL, redis://:PASSWORD@host:port/0"
+            ) from None
+        if no_auth or str(exc).startswith("WRONGPASS"):
+            raise AuthError(
+                f"Redis at {safe} rejected the credentials ({scrub(exc)}); check BACKFARM_REDIS_URL"
+            ) from None
+        raise ConfigError(f"Redis at {safe} refused PING: {scrub(exc)}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise ConfigError(f"cannot reach Redis at {safe}: {scrub(exc)}") from None
+    finally:
+        client.close()
+
+
+def submit(expansion: Expansion, settings: Settings, store: RedisStore, app: Celery | None = None) -> str:
+    """Record the sweep's manifest and enqueue its missing jobs in batches; returns the sweep id.
+
+    A sweep that is already recorded (submitted before, or right now from another shell) is not enqueued again:
+    the manifest gate makes a double submit harmless. If that earlier submit died before publishing, :func:`wait`
+    notices the stall and reconciles.
+    """
+    from backfarm.tasks.data import REMOTE_SOURCES
+
+    sweep_id = expansion.sweep_id
+    if not store.create_sweep(sweep_record(expansion)):
+        log.info("sweep %s is already recorded; not enqueuing it again", sweep_id)
+        return sweep_id
+    existing = store.existing(job.job_id for job in expansion.jobs)
+    todo = [job for job in expansion.jobs if job.job_id not in existing]
+    if not todo:
+        return sweep_id
+    app = app or create_app(settings)
+    if expansion.spec.source in REMOTE_SOURCES:
+        enqueue_fetches(app, expansion)
+    enqueue(app, sweep_id, make_batches(todo, farm_batch_size(todo)))
+    return sweep_id
+
+
+def reconcile(sweep_id: str, settings: Settings, store: RedisStore, app: Celery | None = None) -> int:
+    """Re-enqueue every job of the sweep that is expected but neither done nor dead; returns how many."""
+    info = _sweep(store, sweep_id)
+    pending = set(store.pending(info.sweep_id))
+    if not pending:
+        return 0
+    jobs = [job for job in rebuild_expansion(info).jobs if job.job_id in pending]
+    enqueue(app or create_app(settings), info.sweep_id, make_batches(jobs, farm_batch_size(jobs)))
+    return len(jobs)
+
+
+def cancel(sweep_id: str, settings: Settings, store: RedisStore) -> int:
+    """Stop a sweep: queued batches of it are skipped and its unfinished jobs marked dead; returns how many."""
+    info = _sweep(store, sweep_id)
+    keys = FarmKeys(store.keys.prefix)
+    reason = f"cancelled at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    with redis_errors():
+        store.client.set(keys.cancelled(info.sweep_id), reason)
+    pending = store.pending(info.sweep_id)
+    with redis_errors():
+        for i in range(0, len(pending), 1000):
+            store.client.hset(keys.dead(info.sweep_id), mapping=dict.fromkeys(pending[i : i + 1000], reason))
+    return len(pending)
+
+
+def is_cancelled(store: RedisStore, sweep_id: str) -> bool:
+    """Whether the sweep was cancelled."""
+    with redis_errors():
+        return bool(store.client.exists(FarmKeys(store.keys.prefix).cancelled(sweep_id)))
+
+
+def live_workers(app: Celery, timeout: float = PING_TIMEOUT_S) -> list[str]:
+    """Names of the workers that answer a ping within ``timeout`` seconds."""
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    except Exception as exc:  # a broker hiccup must not end a wait
+        log.debug("worker ping failed: %s", exc)
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
+def queue_lengths(store: RedisStore) -> dict[str, int]:
+    """Messages waiting in each farm queue (kombu keeps a queue as a Redis list of that name)."""
+    with redis_errors():
+        pipe = store.client.pipeline(transaction=False)
+        for name in QUEUES:
+            pipe.llen(name)
+        pipe.hlen("unacked")
+        lengths = pipe.execute()
+    return {**dict(zip(QUEUES, lengths[:-1], strict=True)), "unacked": lengths[-1]}
+
+
+def progress(store: RedisStore, sweep_id: str) -> Progress:
+    """The sweep's progress from the store's sets."""
+    info = _sweep(store, sweep_id)
+    return Progress(info.sweep_id, info.total, info.done, info.dead, cancelled=is_cancelled(store, info.sweep_id))
+
+
+def wait(
+    sweep_id: str,
+    settings: Settings,
+    store: RedisStore,
+    app: Celery | None = None,
+    on_update: Updated | None = None,
+    poll_s: float = 0.2,
+    stall_s: float | None = None,
+    timeout_s: float | None = None,
+) -> Progress:
+    """Poll until the sweep is complete or cancelled (or ``timeout_s`` passes); returns the last progress.
+
+    When nothing finished for ``stall_s`` (default: the visibility timeout plus two restore sweeps) while the
+    backtest queue is empty, messages were lost: the pending jobs are reconciled (re-enqueued) automatically.
+    Workers are pinged in the background, so a slow ping never delays the progress shown.
+    """
+    app = app or create_app(settings)
+    stall_s = stall_s if stall_s is not None else settings.visibility_timeout_s + 2 * settings.restore_interval_s + 5
+    started = last_move = time.monotonic()
+    window = _RateWindow()
+    first = progress(store, sweep_id)
+    baseline = first.done + first.dead
+    reconciled = 0
+    with _Pinger(app) as pinger:
+        while True:
+            now = time.monotonic()
+            current = progress(store, sweep_id)
+            finished = current.done + current.dead
+            if window.samples and finished != window.samples[-1][1]:
+                last_move = now
+            current.rate = window.add(now, finished)
+            current.workers, current.elapsed_s = pinger.workers, now - started
+            current.queued = queue_lengths(store)[BACKTEST_QUEUE]
+            current.finished_here, current.reconciled = finished - baseline, reconciled
+            if on_update is not None:
+                on_update(current)
+            if current.complete or current.cancelled:
+                return current
+            if timeout_s is not None and now - started >= timeout_s:
+                return current
+            if now - last_move >= stall_s and current.queued == 0:
+                count = reconcile(current.sweep_id, settings, store, app)
+                log.warning("sweep %s made no progress for %.0f s with nothing queued: re-enqueued %d jobs",
+                            current.sweep_id, now - last_move, count)  # fmt: skip
+                reconciled += count
+                last_move = now
+            time.sleep(poll_s)
+
+
+class _Pinger:
+    """Pings the workers every ``PING_EVERY_S`` on a daemon thread; ``workers`` is the latest answer."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.workers: list[str] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backfarm-ping", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.workers = live_workers(self.app)
+            self._stop.wait(PING_EVERY_S)
+
+    def __enter__(self) -> _Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+def _sweep(store: RedisStore, sweep_id: str) -> SweepInfo:
+    info = store.sweep(sweep_id)
+    if info is None:
+        raise ValidationError(f"unknown sweep '{sweep_id}' (see `backfarm sweeps`)")
+    return info
