@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from backfarm.coinbase.feed import QuoteFeed
     from backfarm.coinbase.quotes import Quote
     from backfarm.coinbase.simulator import Simulator
+    from backfarm.coinbase.simulator.market import MarketData
     from backfarm.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Coinbase Advanced Trade: live quotes, key check, local simulator.")
@@ -114,7 +115,7 @@ def _render(feed: QuoteFeed, products: list[str], latest: dict[str, Quote], elap
         style="dim",
     )
     last_event = feed.events[-1] if feed.events else None
-    lines = [table, status]
+    lines: list[RenderableType] = [table, status]
     if last_event is not None and last_event.kind not in ("connected", "subscribed"):
         lines.append(Text(f"{last_event.at:%H:%M:%S} {last_event.kind}: {last_event.detail}", style="yellow"))
     return Group(*lines)
@@ -204,7 +205,7 @@ def sim(
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-def _market(source: str, cache_source: str, seed: int) -> object:
+def _market(source: str, cache_source: str, seed: int) -> MarketData:
     from backfarm.coinbase.simulator.market import FormulaMarket, SourceMarket, default_market
 
     if source == "synthetic":

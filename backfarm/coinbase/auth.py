@@ -16,11 +16,12 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jwt
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -49,7 +50,7 @@ class CdpKey:
     def __str__(self) -> str:
         return f"{self.name} ({self.algorithm})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # Pickling would copy key material into queues or logs: refuse it outright.
         raise TypeError("CdpKey cannot be pickled (it holds a private key)")
 
@@ -181,7 +182,7 @@ def _parse_pem(text: str) -> PrivateKey:
         key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
     except TypeError:
         raise AuthError("Coinbase private key is encrypted; export it without a passphrase") from None
-    except (ValueError, UnicodeEncodeError, serialization.UnsupportedAlgorithm):
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
         # The library's message can quote parts of the input; replace it with our own.
         raise AuthError("Coinbase private key PEM could not be parsed (corrupted or incomplete base64 body)") from None
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -197,7 +198,9 @@ def _parse_ed25519_base64(text: str) -> PrivateKey:
     try:
         raw = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise AuthError("Coinbase private key is neither a PEM block nor base64 (expected an EC or Ed25519 key)") from None
+        raise AuthError(
+            "Coinbase private key is neither a PEM block nor base64 (expected an EC or Ed25519 key)"
+        ) from None
     if len(raw) not in (32, 64):
         raise AuthError(
             f"Coinbase private key decodes to {len(raw)} bytes; an Ed25519 key is 32 (seed) or 64 (seed + public)"
