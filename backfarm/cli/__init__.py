@@ -76,11 +76,10 @@ def _register() -> None:
     farm.register(app)
     app.add_typer(data.app, name="data", help="Candle cache: import, fetch, list.")
     app.add_typer(strategies.app, name="strategies", help="List strategies and check them for lookahead.")
-    try:
-        from backfarm.cli import coinbase
-    except ImportError:  # the Coinbase commands are optional until that package lands
-        return
-    app.add_typer(coinbase.app, name="coinbase", help="Coinbase: live quotes and the local simulator.")
+    from backfarm.cli import coinbase
+
+    app.add_typer(coinbase.app, name="coinbase", help="Coinbase: key check, live quotes and the local simulator.")
+    app.command("sim", help="Run the Coinbase-compatible simulator (same as `backfarm coinbase sim`).")(coinbase.sim)
 
 
 _register()

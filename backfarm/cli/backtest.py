@@ -45,7 +45,7 @@ def backtest(
     take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
     capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. (default 10000)")] = None,
     source: Annotated[
-        str | None, typer.Option(help="Candles: synthetic | file | coinbase. (default synthetic)")
+        str | None, typer.Option(help="Candles: coinbase | synthetic | file. (default coinbase)")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
     spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backfarm.candles.schema import GRANULARITIES
@@ -110,7 +111,7 @@ def fetch(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[bars]} candles"),
+        TextColumn("months · {task.fields[requests]} requests · {task.fields[bars]} candles · {task.fields[rate]}"),
         TimeElapsedColumn(),
         console=state.err_console,
         transient=True,
@@ -118,11 +119,23 @@ def fetch(
     totals = []
     with progress:
         for name in names:
-            task = progress.add_task(f"{name} {granularity}", total=None, bars="0")
+            task = progress.add_task(f"{name} {granularity}", total=None, bars="0", requests=0, rate="")
+            counts = {"requests": 0, "candles": 0}
+            started = time.perf_counter()
 
-            def on_progress(done: int, total: int, bars: int, task: int = task) -> None:
-                progress.update(task, completed=done, total=total, bars=f"{bars:,}")
+            def on_page(
+                candles: int, task: TaskID = task, counts: dict[str, int] = counts, t0: float = started
+            ) -> None:
+                counts["requests"] += 1
+                counts["candles"] += candles
+                rate = counts["candles"] / max(time.perf_counter() - t0, 1e-9)
+                progress.update(task, requests=counts["requests"], bars=f"{counts['candles']:,}", rate=f"{rate:,.0f}/s")
 
+            def on_progress(done: int, total: int, bars: int, task: TaskID = task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            if hasattr(src, "on_page"):
+                src.on_page = on_page
             report = ensure_cached(settings, src, name, granularity, begin, stop, on_progress)
             totals.append((name, report))
     for name, report in totals:

@@ -58,7 +58,7 @@ class SweepSpec:
     stop_loss_bps: float | None = None
     take_profit_bps: float | None = None
     capital: float = 10_000.0
-    source: str = "synthetic"
+    source: str = "coinbase"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the sweep so it can be rerun)."""

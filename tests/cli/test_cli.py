@@ -46,7 +46,9 @@ def test_default_backtest_runs_the_seed_screen_then_reuses_it(env: dict[str, str
 
 
 def test_grid_sweep_leaderboard_json_and_results_file(env: dict[str, str], tmp_path: Path) -> None:
-    code, out, err = invoke(env, "backtest", "--grid", "--days", "2", "--workers", "2", "--top", "3")
+    code, out, err = invoke(
+        env, "backtest", "--grid", "--days", "2", "--workers", "2", "--top", "3", "--source", "synthetic"
+    )
     assert code == 0, err
     total = int(out.split(" jobs (")[0].split("·")[-1].replace(",", "").strip())
     assert total >= 1000
@@ -84,7 +86,7 @@ def test_grid_sweep_leaderboard_json_and_results_file(env: dict[str, str], tmp_p
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_stored(env: dict[str, str], args: list[str], message: str) -> None:
-    code, out, err = invoke(env, "backtest", *args)
+    code, out, err = invoke(env, "backtest", "--source", "synthetic", *args)
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -93,13 +95,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_stored(env: dict[str, str], ar
 
 
 def test_truncated_cache_file_is_moved_aside_and_regenerated(env: dict[str, str]) -> None:
-    code, _, err = invoke(env, "backtest", "--quick", "--days", "2")
+    code, _, err = invoke(env, "backtest", "--quick", "--days", "2", "--source", "synthetic")
     assert code == 0, err
     files = sorted((Path(env["BACKFARM_DATA_DIR"]) / "candles").rglob("*.parquet"))
     assert files
     victim = files[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
-    code, out, err = invoke(env, "backtest", "--quick", "--days", "2", "--fee-bps", "10")
+    code, out, err = invoke(env, "backtest", "--quick", "--days", "2", "--fee-bps", "10", "--source", "synthetic")
     assert code == 0, err
     assert list(victim.parent.glob(victim.name + ".corrupt-*"))
     assert f"warning: corrupt candle cache file {victim}" in err

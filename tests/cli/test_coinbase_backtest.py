@@ -1,0 +1,87 @@
+"""`backfarm backtest` with the default `coinbase` source: against the simulator, and with Coinbase unreachable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from backfarm.cli import app
+from backfarm.coinbase.simulator import SimConfig, Simulator
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(SimConfig(public_rate=None)) as simulator:
+        yield simulator
+
+
+def _env(tmp_path: Path, api_url: str) -> dict[str, str]:
+    return {
+        "BACKFARM_DATA_DIR": str(tmp_path / "data"),
+        "BACKFARM_REDIS_URL": "",
+        "BACKFARM_COINBASE_API_URL": api_url,
+        "COLUMNS": "200",
+    }
+
+
+def _board(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    result = runner.invoke(app, ["leaderboard", "--format", "json", "--top", "0"], env=env)
+    assert result.exit_code == 0, result.stderr
+    return {r["job_id"]: r["metrics"] for r in json.loads(result.stdout)}
+
+
+def test_coinbase_is_the_default_source_and_cached_candles_give_the_same_metrics(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    env = _env(tmp_path, sim.api_url)
+    args = [
+        "backtest",
+        "--days",
+        "30",
+        "--granularity",
+        "1h",
+        "--symbols",
+        "BTC-USD,ETH-USD",
+        "--strategies",
+        "ma_crossover,momentum",
+        "--params",
+        "ma_crossover:fast=5,slow=20",
+        "--params",
+        "momentum:lookback=12",
+    ]
+    first = runner.invoke(app, args, env=env)
+    assert first.exit_code == 0, first.stderr
+    assert "source: coinbase" in first.stdout and "4 jobs (4 computed" in first.stdout
+    fetched = len(sim.candle_requests())
+    assert fetched > 0
+    metrics = _board(env)
+    # Same candles from the cache alone: drop the stored results, keep the candles, run again.
+    (tmp_path / "data" / "results.sqlite").unlink()
+    for extra in ("results.sqlite-wal", "results.sqlite-shm"):
+        (tmp_path / "data" / extra).unlink(missing_ok=True)
+    sim.clear_log()
+    cached = runner.invoke(app, args, env=env)
+    assert cached.exit_code == 0, cached.stderr
+    assert len(sim.candle_requests()) == 0  # every month came from the cache
+    assert _board(env) == metrics
+
+
+def test_unreachable_coinbase_says_so_and_suggests_synthetic(tmp_path: Path) -> None:
+    env = _env(tmp_path, "http://127.0.0.1:9")
+    result = runner.invoke(app, ["backtest", "--quick"], env=env)
+    assert result.exit_code in (2, 3)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "unreachable" in err and "--source synthetic" in err
+    assert (
+        not (tmp_path / "data" / "results.sqlite").exists()
+        or "no sweeps yet" in runner.invoke(app, ["sweeps"], env=env).stdout
+    )
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)
