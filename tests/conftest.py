@@ -40,3 +40,20 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--online", action="store_true", default=False, help="Also run tests/online against the real Coinbase API."
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Online tests are opt-in: without ``--online`` they are deselected (not skipped), so a normal run is complete."""
+    if config.getoption("--online"):
+        return
+    kept = [item for item in items if "online" not in item.keywords]
+    dropped = [item for item in items if "online" in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
