@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean redis-check
+.PHONY: install demo test lint bench clean redis-check chromium-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ redis-check:
 	    exit 1; \
 	  fi; }
 
-test: install redis-check
+# The dashboard test drives Debian's headless chromium (no browser downloads).
+chromium-check:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "chromium not found: installing it with apt-get"; \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium not found: install it (Debian/Ubuntu: sudo apt-get install -y chromium)"; \
+	    exit 1; \
+	  fi; }
+
+test: install redis-check chromium-check
 	$(BIN)/python -m pytest -q
 
 lint: install

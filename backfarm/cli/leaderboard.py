@@ -100,7 +100,9 @@ def _resolve_sweep(store, sweep: str | None) -> str | None:  # type: ignore[no-u
 
 def _print_records(records: list[ResultRecord], metric: str, fmt: str, sweep_id: str | None) -> None:
     if fmt == "json":
-        typer.echo(json.dumps([{"rank": i, **r.to_dict()} for i, r in enumerate(records, 1)], indent=1))
+        # Curves and trade lists (``extra``) are for pictures; `backfarm results` and the dashboard expose them.
+        rows = [{"rank": i, **{k: v for k, v in r.to_dict().items() if k != "extra"}} for i, r in enumerate(records, 1)]
+        typer.echo(json.dumps(rows, indent=1))
         return
     if fmt == "csv":
         typer.echo(to_csv([{"rank": i, **flat_row(r)} for i, r in enumerate(records, 1)]), nl=False)
