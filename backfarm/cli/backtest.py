@@ -174,8 +174,12 @@ def _report(outcome, top: int, wall: float, farm: bool = False) -> None:  # type
         console.print(f"nothing to compute: all {outcome.reused:,} results reused; {wall:.2f} s in total")
     else:
         rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 else 0.0
+        where = (
+            f"on the farm, {outcome.workers} worker{'s' if outcome.workers != 1 else ''} answering"
+            if farm
+            else f"on {outcome.workers} process{'es' if outcome.workers > 1 else ''}"
+        )
         console.print(
-            f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s on {outcome.workers} "
-            f"process{'es' if outcome.workers > 1 else ''}); {wall:.2f} s in total"
+            f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s {where}); {wall:.2f} s in total"
         )
     store.close()

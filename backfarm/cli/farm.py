@@ -8,6 +8,7 @@ join. Passwords never reach argv, logs or output: Flower's basic auth is handed 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -94,13 +95,23 @@ def worker(
     try:
         preflight(settings)
     except ConfigError as exc:  # not up yet (compose starts us early): Celery keeps retrying the connection
-        state.err_console.print(f"warning: {exc}; waiting for it")
+        state.err_console.print(f"warning: {str(exc).rstrip('.')}; the worker keeps trying to connect")
     lifecycle.install(settings)
+    _worker_logging(level)
     node = name or f"backfarm-{os.getpid()}@{socket.gethostname()}"
     argv = ["worker", f"--loglevel={level}", f"--queues={','.join(chosen)}", f"--hostname={node}"]
     argv += [f"--concurrency={concurrency or default_workers()}", "--pool=prefork", "--without-mingle"]
     argv += ["--without-gossip"]
     app.worker_main(argv)
+
+
+def _worker_logging(level: str) -> None:
+    """backfarm's own log lines go through Celery's handlers at the worker's level (not the CLI's warnings-only)."""
+    logger = logging.getLogger("backfarm")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_backfarm_cli", False):
+            logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 # --- flower ------------------------------------------------------------------------------------------------------
@@ -166,17 +177,24 @@ def status(
             state.console.print("no sweeps yet: run `backfarm backtest`")
             return
         app = _app_if_farm(settings)
-        if not watch:
-            report = status_report(store, sweep_id, app)
-            _print_status(report, fmt)
-            return
-        with Live(console=state.console, auto_refresh=False) as live:
-            while True:
-                report = status_report(store, sweep_id, app)
-                live.update(_status_view(report), refresh=True)
-                if report["complete"] or report["cancelled"]:
-                    break
-                time.sleep(interval)
+        try:
+            if not watch:
+                _print_status(status_report(store, sweep_id, app), fmt)
+                return
+            with Live(console=state.console, auto_refresh=False) as live:
+                while True:
+                    report = status_report(store, sweep_id, app)
+                    live.update(_status_view(report), refresh=True)
+                    if report["complete"] or report["cancelled"]:
+                        break
+                    time.sleep(interval)
+            if not state.console.is_terminal:
+                state.console.line()  # a terminal gets its newline from Live; a pipe or file does not
+        finally:
+            if app is not None:
+                from backfarm.workers.app import close_app
+
+                close_app(app)
 
 
 def _app_if_farm(settings):  # type: ignore[no-untyped-def]
@@ -321,15 +339,16 @@ class FarmProgressBar:
         self.task: Any = None
 
     def __enter__(self) -> FarmProgressBar:
-        self.progress.__enter__()
-        return self
+        return self  # the display starts with the first update, so an early error prints without a blank line
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+        if self.task is not None:
+            self.progress.stop()
 
     def update(self, p: FarmProgress) -> None:
         """Show done + dead of total, dead, rate, ETA and live workers."""
         if self.task is None:
+            self.progress.start()
             self.task = self.progress.add_task("farm", total=p.total, info="")
         eta = f"eta {_duration(p.eta_s)}" if p.eta_s is not None else "eta —"
         workers = "workers ?" if p.workers is None else f"workers {len(p.workers)}"

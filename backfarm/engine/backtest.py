@@ -33,6 +33,7 @@ Metric definitions are in :mod:`backfarm.engine.metrics`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,6 +46,7 @@ from backfarm.errors import DataError, ValidationError
 
 _NO_EQUITY = np.empty(0, dtype=np.float64)
 _NO_TRADES = np.empty((0, len(kernel.TRADE_COLUMNS)), dtype=np.float64)
+_INT_COLUMNS = frozenset({"entry_bar", "exit_bar", "exit_reason"})
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ class Trades:
     @classmethod
     def from_table(cls, table: np.ndarray) -> Trades:
         """Split the kernel's float table (columns ``kernel.TRADE_COLUMNS``) into typed arrays."""
-        ints = {"entry_bar", "exit_bar", "exit_reason"}
+        columns = np.array(table.T)  # one copy, row per column: each slice below is contiguous
         return cls(
             **{
-                name: table[:, i].astype(np.int64) if name in ints else table[:, i].copy()
+                name: columns[i].astype(np.int64) if name in _INT_COLUMNS else columns[i]
                 for i, name in enumerate(kernel.TRADE_COLUMNS)
             }
         )
@@ -148,6 +150,23 @@ def _max_trades(exposure: np.ndarray) -> int:
     return max(int(kernel.count_changes(exposure)), 1)
 
 
+_scratch = threading.local()
+
+
+def _trade_table(n: int) -> np.ndarray:
+    """A per-thread table with room for every round trip an n-bar run can close, reused from call to call.
+
+    A round trip starts with a buy from flat, and a buy happens only at a bar's open, so there are at most n.
+    Reusing one table (instead of sizing a fresh one with :func:`_max_trades`, a full pass over the targets) costs
+    nothing: only the rows the kernel writes are ever touched, and :meth:`Trades.from_table` copies them out.
+    """
+    table: np.ndarray | None = getattr(_scratch, "trades", None)
+    if table is None or table.shape[0] < n:
+        table = np.empty((max(n, 1), len(kernel.TRADE_COLUMNS)), dtype=np.float64)
+        _scratch.trades = table
+    return table
+
+
 def _simulate(
     prices: tuple[np.ndarray, ...], exposure: np.ndarray, costs: Costs, capital: float, record: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +174,7 @@ def _simulate(
     n = len(exposure)
     acc = np.empty(kernel.N_SLOTS, dtype=np.float64)
     equity = np.empty(n, dtype=np.float64) if record else _NO_EQUITY
-    table = np.empty((_max_trades(exposure), len(kernel.TRADE_COLUMNS))) if record else _NO_TRADES
+    table = _trade_table(n) if record else _NO_TRADES
     stop = (costs.stop_loss_bps or 0.0) / 1e4
     target = (costs.take_profit_bps or 0.0) / 1e4
     open_, high, low, close = prices

@@ -13,8 +13,10 @@ fastmath), so results are exact and deterministic for given inputs, and the same
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 SIGNAL = 0
 STOP = 1
@@ -56,6 +58,9 @@ N_SLOTS = 26
 _DD_SLACK = 1e-12
 """Headroom of the drawdown pre-check (in drawdown units), far above the few ulps of rounding it must absorb."""
 
+_SCAN_BLOCK = 64
+"""Bars compared at once when scanning the targets for the next change."""
+
 TRADE_COLUMNS: tuple[str, ...] = (
     "entry_bar",
     "exit_bar",
@@ -79,7 +84,7 @@ def _clean_target(x: float) -> float:
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _buy(acc: np.ndarray, spend: float, price: float, fee: float, bar: int) -> None:
     """Spend ``spend`` cash, fee included, at fill price ``price``; opens a round trip when flat."""
     qty = spend / (price * (1.0 + fee))
@@ -104,7 +109,7 @@ def _buy(acc: np.ndarray, spend: float, price: float, fee: float, bar: int) -> N
     acc[FEES] += notional * fee
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _close_round_trip(acc: np.ndarray, bar: int, reason: int, trades: np.ndarray, record: bool) -> None:
     """Book the round trip that just went flat: counts, pnl sums and (when recording) its row."""
     pnl = acc[T_PROCEEDS] - acc[T_COST]
@@ -129,7 +134,7 @@ def _close_round_trip(acc: np.ndarray, bar: int, reason: int, trades: np.ndarray
         acc[GROSS_LOSS] += pnl
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sell(
     acc: np.ndarray, qty: float, price: float, fee: float, bar: int, reason: int, trades: np.ndarray, record: bool
 ) -> None:
@@ -149,7 +154,7 @@ def _sell(
         acc[QTY] -= qty
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rebalance(
     acc: np.ndarray,
     x: float,
@@ -177,7 +182,7 @@ def _rebalance(
         _sell(acc, min((current - target) / o, held), o * (1.0 - markdown), fee, bar, SIGNAL, trades, record)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _exit_levels(acc: np.ndarray, stop_frac: float, target_frac: float) -> tuple[float, float]:
     """Stop and target prices of the current position; -1 / +inf when that exit is off (prices are > 0)."""
     stop = acc[AVG_ENTRY] * (1.0 - stop_frac) if stop_frac > 0.0 else -1.0
@@ -185,7 +190,7 @@ def _exit_levels(acc: np.ndarray, stop_frac: float, target_frac: float) -> tuple
     return stop, target
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _exit(
     acc: np.ndarray,
     o: float,
@@ -252,15 +257,34 @@ def _stats_start(capital: float) -> tuple:
 
 @njit(cache=True)
 def _next_change(exposure: np.ndarray, start: int, prev_x: float) -> int:
-    """First bar >= ``start`` whose cleaned target differs from ``prev_x``, or n. Raw equality skips the cleaning."""
+    """First bar >= ``start`` whose cleaned target differs from ``prev_x``, or n. Raw equality skips the cleaning.
+
+    Whole blocks equal to the last raw value are skipped with a branch-free comparison that compiles to SIMD; only
+    a block holding some other value is walked bar by bar.
+    """
+    n = exposure.shape[0]
     raw = prev_x
-    for s in range(start, exposure.shape[0]):
-        value = exposure[s]
-        if value != raw:
-            if _clean_target(value) != prev_x:
-                return s
-            raw = value
-    return exposure.shape[0]
+    s = start
+    while s < n:
+        stop = min(s + _SCAN_BLOCK, n)
+        if stop - s == _SCAN_BLOCK:
+            # An int OR-reduction over unsigned indices: LLVM turns it into SIMD compares. (A boolean AND, or a
+            # signed index that might wrap around, keeps it scalar: about six times slower.)
+            differ = 0
+            base = uint64(s)
+            for k in range(_SCAN_BLOCK):
+                differ |= exposure[base + uint64(k)] != raw
+            if not differ:
+                s = stop
+                continue
+        for i in range(s, stop):
+            value = exposure[i]
+            if value != raw:
+                if _clean_target(value) != prev_x:
+                    return i
+                raw = value
+        s = stop
+    return n
 
 
 @njit(cache=True)
@@ -277,7 +301,7 @@ def count_changes(exposure: np.ndarray) -> int:
 
 
 @njit(cache=True)
-def _hold(
+def _hold_careful(
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
@@ -293,11 +317,8 @@ def _hold(
     equity: np.ndarray,
     record: bool,
 ) -> tuple:
-    """The hot path: bars from ``t`` on, held, with no fill, no exit and no change of target; n−1 is left out.
-
-    Stops before a bar that needs the general path (an exit touched, a bad price, the last bar) and after a bar
-    whose target changes. Returns (next bar, statistics, bars held, target changed).
-    """
+    """:func:`_hold` bar by bar, checking every price as it goes: the reference the fast path must equal, and its
+    fallback when a stretch holds a bad close."""
     n = close.shape[0]
     exits = stop > 0.0 or target < np.inf
     held = 0
@@ -318,6 +339,117 @@ def _hold(
         if _clean_target(exposure[t - 1]) != prev_x:
             return t, st, held, True
     return t, st, held, False
+
+
+@njit(cache=True)
+def _first_exit(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, start: int, end: int, stop: float, target: float
+) -> int:
+    """First bar in [start, end) whose open/low reaches ``stop``, whose open/high reaches ``target``, or with a bad
+    open/high/low; ``end`` if none.
+
+    Blocks where no bar can qualify are skipped with a branch-free test that compiles to SIMD (as in
+    :func:`_next_change`); a block that might hold one is walked bar by bar with the exact test.
+    """
+    floor = max(stop, 0.0)  # at or below it: a touched stop, or a non-positive (bad) price
+    u = max(start, 0)
+    while u < end:
+        stop_at = min(u + _SCAN_BLOCK, end)
+        if stop_at - u == _SCAN_BLOCK:
+            # One OR of plain comparisons (no AND-accumulation, which stays scalar): every bar the exact test below
+            # would stop at sets it (NaN ≠ itself; +inf reaches any target), some harmless others may too.
+            flagged = 0
+            base = uint64(u)
+            for k in range(_SCAN_BLOCK):
+                i = base + uint64(k)
+                o, h, lo = open_[i], high[i], low[i]
+                flagged |= (o <= floor) | (lo <= floor) | (h <= 0.0) | (o >= target) | (h >= target)
+                flagged |= (lo == np.inf) | (o != o) | (h != h) | (lo != lo)
+            if not flagged:
+                u = stop_at
+                continue
+        for v in range(u, stop_at):
+            o, h, lo = open_[v], high[v], low[v]
+            if _bad(o) or _bad(h) or _bad(lo) or min(o, lo) <= stop or max(o, h) >= target:
+                return v
+        u = stop_at
+    return end
+
+
+@njit(cache=True, error_model="numpy")  # a zero close (rejected below) must give inf, not raise mid-loop
+def _mark_run(
+    close: np.ndarray, start: int, end: int, cash: float, qty: float, st: tuple, equity: np.ndarray, record: bool
+) -> tuple:
+    """Fold the held bars start..end-1 (equity = cash + qty × close) into ``st``, as :func:`_mark` bar by bar.
+
+    Returns (all closes valid, statistics); with an invalid close the statistics are meaningless (and a false alarm
+    from an overflow only costs the caller a careful rerun). The loop has a fixed trip count and no early exit, so
+    it pipelines: the sign of each return feeds the sums through selects rather than a coin-flip branch (adding an
+    exact 0.0 leaves a sum bit-identical: the sums are never -0.0), and an unchanged equity is not special-cased
+    (its r is exactly +0.0, which changes no sum and no drawdown state).
+    """
+    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars = st
+    lowest = np.inf
+    for u in range(uint64(start), uint64(end)):  # unsigned: no wrap-around check on every index
+        c = close[u]
+        lowest = c if c < lowest else lowest
+        e = cash + qty * c
+        if record:
+            equity[u] = e
+        r = e / e_prev - 1.0
+        r2 = r * r
+        sum_r += r
+        sum_r2 += r2
+        down = r < 0.0
+        sum_neg_r2 += r2 if down else 0.0
+        neg_bars += 1.0 if down else 0.0
+        if e > peak:
+            peak = e
+            dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
+        elif e < dd_floor and e / peak - 1.0 < max_dd:
+            max_dd = e / peak - 1.0
+            dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
+        e_prev = e
+    # A NaN or infinite close makes the sum of returns non-finite (NaN ones never compare below ``lowest``); a
+    # non-positive one shows in ``lowest``. Checking once here keeps the per-bar loop free of exits.
+    ok = lowest > 0.0 and math.isfinite(sum_r)
+    return ok, (e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars)
+
+
+@njit(cache=True, inline="always")
+def _hold(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    exposure: np.ndarray,
+    t: int,
+    cash: float,
+    qty: float,
+    stop: float,
+    target: float,
+    prev_x: float,
+    st: tuple,
+    equity: np.ndarray,
+    record: bool,
+) -> tuple:
+    """The hot path: bars from ``t`` on, held, with no fill, no exit and no change of target; n−1 is left out.
+
+    Stops before a bar that needs the general path (an exit touched, a bad price, the last bar) and after a bar
+    whose target changes. Returns (next bar, statistics, bars held, target changed). The stretch is found first
+    (the next change of target, then the first exit touched), then marked in one fixed-length loop.
+    """
+    n = close.shape[0]
+    change = _next_change(exposure, t, prev_x)
+    end = min(change + 1, n - 1)
+    if stop > 0.0 or target < np.inf:
+        end = _first_exit(open_, high, low, t, end, stop, target)
+    if end <= t:
+        return t, st, 0, False
+    ok, marked = _mark_run(close, t, end, cash, qty, st, equity, record)
+    if not ok:
+        return _hold_careful(open_, high, low, close, exposure, t, cash, qty, stop, target, prev_x, st, equity, record)
+    return end, marked, end - t, end == change + 1
 
 
 @njit(cache=True)

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses for str (ensure_ascii)
 from typing import Any
 
 METRICS: tuple[str, ...] = (
@@ -48,13 +49,27 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+_ROUNDED: set[float] = set()
+"""Recent non-zero outputs of :func:`round_metric`. Rounding is idempotent (a 12-digit value is within an ulp of its
+decimal, far from any 12-digit rounding boundary), so rounding one of them again returns it: a set lookup instead
+of a format and a parse. Zero is left out because ``-0.0 == 0.0`` would let the sign change."""
+_ROUNDED_MAX = 65536
+
+
 def round_metric(value: float | int | None) -> float | int | None:
     """Round to 12 significant digits (ints and nulls unchanged) so hashes and scores are stable."""
     if value is None or isinstance(value, int):
         return value
+    if value in _ROUNDED:
+        return value if value.__class__ is float else float(value)
     if not math.isfinite(value):
         return None
-    return float(f"{value:.12g}")
+    rounded = float(f"{value:.12g}")
+    if rounded:
+        if len(_ROUNDED) >= _ROUNDED_MAX:
+            _ROUNDED.clear()
+        _ROUNDED.add(rounded)
+    return rounded
 
 
 @dataclass(frozen=True)
@@ -88,12 +103,15 @@ class ResultRecord:
     @property
     def result_hash(self) -> str:
         """Hash of the rounded metrics and the data fingerprint: equal for reproducible reruns."""
-        payload = {
-            "metrics": {k: round_metric(self.metrics.get(k)) for k in METRICS},
-            "candles": self.candles_checksum,
-            "engine": self.engine_version,
-        }
-        return hashlib.blake2b(canonical_json(payload).encode(), digest_size=16).hexdigest()
+        text = _hash_text(self.metrics, self.candles_checksum, self.engine_version)
+        if text is None:
+            payload = {
+                "metrics": {k: round_metric(self.metrics.get(k)) for k in METRICS},
+                "candles": self.candles_checksum,
+                "engine": self.engine_version,
+            }
+            text = canonical_json(payload)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def field_value(self, name: str) -> Any:
         """A filterable field (see ``FILTER_FIELDS``) or a metric by name."""
@@ -119,6 +137,44 @@ class ResultRecord:
     def from_json(cls, text: str | bytes) -> ResultRecord:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+_HASH_KEYS: tuple[tuple[str, str], ...] = tuple((k, f"{_json_string(k)}:") for k in sorted(METRICS))
+"""(metric, its JSON key) in canonical (sorted) order."""
+
+
+def _json_scalar(value: Any) -> str | None:
+    """``value`` as :func:`canonical_json` writes it, for the plain types it handles here; else ``None``."""
+    cls = value.__class__
+    if cls is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    if cls is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if cls is str:
+        return _json_string(value)
+    if cls is bool:
+        return "true" if value else "false"
+    return None
+
+
+def _hash_text(metrics: Mapping[str, Any], candles: object, engine: object) -> str | None:
+    """``canonical_json`` of the result-hash payload, built directly (the hash is computed for every result and
+    the generic encoder's key sorting dominates its cost); ``None`` when a value needs the generic encoder."""
+    parts = []
+    try:
+        for name, key in _HASH_KEYS:
+            text = _json_scalar(round_metric(metrics.get(name)))
+            if text is None:
+                return None
+            parts.append(key + text)
+    except (TypeError, ValueError):  # a value round_metric cannot take: let the generic path raise the same way
+        return None
+    head, tail = _json_scalar(candles), _json_scalar(engine)
+    if head is None or tail is None:
+        return None
+    return '{"candles":' + head + ',"engine":' + tail + ',"metrics":{' + ",".join(parts) + "}}"
 
 
 @dataclass(frozen=True)

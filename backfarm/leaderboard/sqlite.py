@@ -36,6 +36,8 @@ from backfarm.leaderboard.store import ResultStore
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write transaction before giving up."""
+WAL_CHECKPOINT_PAGES = 8192
+"""Pages (4 KiB) the write-ahead log may grow to before a commit checkpoints it into the database file."""
 PAGE = 500
 """Rows per page when streaming results (keyset pagination: no read transaction stays open between pages)."""
 CHUNK = 5000
@@ -104,6 +106,9 @@ class SQLiteStore(ResultStore):
         db.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: committed transactions survive a process crash; only an OS crash can lose the last few.
         db.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoint the WAL every ~32 MiB instead of every 4 MiB: each checkpoint syncs the database file, and a
+        # sweep's results (with their artifacts) write tens of MiB, so the default spends most of a put waiting.
+        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
         with self._write():
@@ -139,20 +144,28 @@ class SQLiteStore(ResultStore):
 
     def put(self, results: Sequence[ResultRecord]) -> PutReport:
         """Store ``results`` in one transaction (idempotent; conflicts recorded, originals kept)."""
-        if not results:
+        return self.put_rows(encode_rows(results))
+
+    def put_rows(self, rows: Sequence[tuple[Any, ...]]) -> PutReport:
+        """:meth:`put` for records already encoded by :func:`encode_rows` (possibly in another process).
+
+        The embedded executor's children encode their own results, so the process that owns the connection only
+        inserts. Same rules as ``put``: one transaction, idempotent, conflicts recorded and originals kept.
+        """
+        if not rows:
             return PutReport()
-        rows = [(r.job_id, r.result_hash, r) for r in results]
         inserted: list[tuple[Any, ...]] = []
         conflicts: list[tuple[str, str, str, float]] = []
         duplicates = 0
         now = time.time()
         with self._write() as db:
-            known = self._hashes(db, {job_id for job_id, _, _ in rows})
-            for job_id, new_hash, record in rows:
+            known = self._hashes(db, {row[0] for row in rows})
+            for row in rows:
+                job_id, new_hash = row[0], row[1]
                 stored = known.get(job_id)
                 if stored is None:
                     known[job_id] = new_hash
-                    inserted.append(_row(record, new_hash))
+                    inserted.append(row)
                 elif stored == new_hash:
                     duplicates += 1
                 else:
@@ -309,6 +322,12 @@ _SWEEP = """SELECT s.sweep_id, s.created_at, s.spec, s.source,
 def _sweep_info(row: Sequence[Any]) -> SweepInfo:
     sweep_id, created_at, spec, source, total, done, dead = row
     return SweepInfo(sweep_id, created_at, json.loads(spec), source, total, done, dead)
+
+
+def encode_rows(records: Iterable[ResultRecord]) -> list[tuple[Any, ...]]:
+    """The ``results`` rows of ``records`` (job id, result hash, record JSON, filter and metric columns): the
+    parameters of the insert, computed without the store so any process can do it (they pickle cheaply)."""
+    return [_row(record, record.result_hash) for record in records]
 
 
 def _row(record: ResultRecord, result_hash: str) -> tuple[Any, ...]:

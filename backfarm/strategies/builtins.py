@@ -24,38 +24,122 @@ MAX_WINDOW = 5000
 """Upper bound of every window parameter (about 3.5 days of 1-minute bars)."""
 
 
+_BLOCK = 64
+"""Bars tested at once while scanning for the next entry or exit (see :func:`_scan`)."""
+
+# The rules with hysteresis run as "scan for the next event, fill the stretch": in each state only the one condition
+# that can end it is tested, and whole blocks of bars where it cannot fire are skipped by a branch-free test that
+# compiles to SIMD (an integer OR over unsigned indices; a boolean reduction, or a signed index that might wrap,
+# stays scalar). The outputs are bit-identical to the bar-by-bar state machines they replace (kept in the tests).
+
+_GT, _LT, _GT_PREV, _LT_PREV, _LT_OTHER, _VOL_ENTRY = 0, 1, 2, 3, 4, 5
+"""Conditions :func:`_scan` can look for at bar u: a[u] > level, a[u] < level, a[u] > b[u-1], a[u] < c[u-1],
+a[u] < b[u], and the volatility entry (c[u] > k·d[u-1], a[u] > a[u-1], a[u] >= b[u] with c = true range, d = ATR)."""
+
+
+@njit(cache=True, inline="always")
+def _hit(
+    kind: int, u: np.uint64, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, level: float
+) -> bool:  # pragma: no cover - compiled
+    """Whether condition ``kind`` holds at bar ``u`` (unsigned; u >= 1 for the conditions that read bar u-1)."""
+    one = np.uint64(1)
+    if kind == _GT:
+        return bool(a[u] > level)
+    if kind == _LT:
+        return bool(a[u] < level)
+    if kind == _GT_PREV:
+        return bool(a[u] > b[u - one])
+    if kind == _LT_PREV:
+        return bool(a[u] < c[u - one])
+    if kind == _LT_OTHER:
+        return bool(a[u] < b[u])
+    return bool((c[u] > level * d[u - one]) & (a[u] > a[u - one]) & (a[u] >= b[u]))
+
+
+@njit(cache=True, inline="always")
+def _scan(
+    kind: int, start: int, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, level: float
+) -> int:  # pragma: no cover - compiled
+    """First bar u >= ``start`` where condition ``kind`` holds, or n."""
+    n = np.uint64(a.shape[0])
+    block = np.uint64(_BLOCK)
+    u = np.uint64(start)
+    while u + block <= n:
+        hits = 0
+        for k in range(_BLOCK):
+            hits |= _hit(kind, u + np.uint64(k), a, b, c, d, level)
+        if hits:
+            break
+        u += block
+    while u < n:
+        if _hit(kind, u, a, b, c, d, level):
+            return int(u)
+        u += np.uint64(1)
+    return int(n)
+
+
+@njit(cache=True, inline="always")
+def _latch(
+    first: int,
+    enter: int,
+    leave: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    level_in: float,
+    level_out: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """1.0 from each bar where ``enter`` holds (while flat) through the bar before ``leave`` holds (while long);
+    bars before ``first`` are 0. The bar that triggers an exit is flat, the bar that triggers an entry is long."""
+    n = a.shape[0]
+    out = np.empty(n)
+    out[: min(first, n)] = 0.0
+    t = first
+    while t < n:
+        u = _scan(enter, t, a, b, c, d, level_in)
+        out[t:u] = 0.0
+        if u >= n:
+            break
+        v = _scan(leave, u + 1, a, b, c, d, level_out)
+        out[u:v] = 1.0
+        if v >= n:
+            break
+        out[v] = 0.0
+        t = v + 1
+    return out
+
+
+@njit(cache=True)
+def _greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """1.0 where a > b, else 0.0 (NaN compares false): ``(a > b).astype(float)`` in one pass, no bool temporary."""
+    n = a.shape[0]
+    out = np.empty(n)
+    for i in range(np.uint64(n)):
+        out[i] = 1.0 if a[i] > b[i] else 0.0
+    return out
+
+
+@njit(cache=True)
+def _above(a: np.ndarray, level: float) -> np.ndarray:  # pragma: no cover - compiled
+    """1.0 where a > level, else 0.0 (NaN compares false)."""
+    n = a.shape[0]
+    out = np.empty(n)
+    for i in range(np.uint64(n)):
+        out[i] = 1.0 if a[i] > level else 0.0
+    return out
+
+
 @njit(cache=True)
 def _mean_reversion(z: np.ndarray, enter_below: float, exit_above: float) -> np.ndarray:  # pragma: no cover
     """Long from the bar z < enter_below until the bar z > exit_above; a NaN z (warm-up, flat window) holds state."""
-    n = z.shape[0]
-    out = np.zeros(n)
-    long = False
-    for t in range(n):
-        if long:
-            if z[t] > exit_above:
-                long = False
-        elif z[t] < enter_below:
-            long = True
-        if long:
-            out[t] = 1.0
-    return out
+    return _latch(0, _LT, _GT, z, z, z, z, enter_below, exit_above)
 
 
 @njit(cache=True)
 def _breakout(close: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:  # pragma: no cover
     """Long from close > upper[t-1] until close < lower[t-1]: channels of the previous bars, never bar t's own."""
-    n = close.shape[0]
-    out = np.zeros(n)
-    long = False
-    for t in range(1, n):
-        if long:
-            if close[t] < lower[t - 1]:
-                long = False
-        elif close[t] > upper[t - 1]:
-            long = True
-        if long:
-            out[t] = 1.0
-    return out
+    return _latch(1, _GT_PREV, _LT_PREV, close, upper, lower, lower, 0.0, 0.0)
 
 
 @njit(cache=True)
@@ -66,18 +150,7 @@ def _volatility(  # pragma: no cover - compiled
 
     Entry also needs close ≥ SMA (a bar that would exit at once stays flat) and a defined SMA: a NaN compares false.
     """
-    n = close.shape[0]
-    out = np.zeros(n)
-    long = False
-    for t in range(1, n):
-        if long:
-            if close[t] < sma[t]:
-                long = False
-        elif tr[t] > k * atr[t - 1] and close[t] > close[t - 1] and close[t] >= sma[t]:
-            long = True
-        if long:
-            out[t] = 1.0
-    return out
+    return _latch(1, _VOL_ENTRY, _LT_OTHER, close, sma, tr, atr, k, 0.0)
 
 
 def _window(name: str, default: int, grid: tuple[int, ...], low: int = 2, help: str = "") -> Param:
@@ -105,7 +178,7 @@ class Momentum(Strategy):
     )
 
     def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
-        return (ind.roc(int(p["lookback"])) > float(p["threshold"])).astype(np.float64)
+        return _above(ind.roc(int(p["lookback"])), float(p["threshold"]))
 
 
 class MeanReversion(Strategy):
@@ -158,7 +231,7 @@ class MaCrossover(Strategy):
     rules: ClassVar[tuple[Rule, ...]] = (Rule("fast < slow", lambda p: p["fast"] < p["slow"]),)
 
     def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
-        return (ind.sma(int(p["fast"])) > ind.sma(int(p["slow"]))).astype(np.float64)
+        return _greater(ind.sma(int(p["fast"])), ind.sma(int(p["slow"])))
 
 
 class Volatility(Strategy):

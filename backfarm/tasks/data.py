@@ -90,16 +90,8 @@ class ClusterLockedSource:
         self._client = client
         self._keys = keys
         self._ttl = lock_ttl_s
-
-    @property
-    def name(self) -> str:
-        """The wrapped source's name."""
-        return self._inner.name
-
-    @property
-    def can_fetch(self) -> bool:
-        """Whether the wrapped source fetches."""
-        return self._inner.can_fetch
+        self.name: str = inner.name
+        self.can_fetch: bool = inner.can_fetch
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._inner, attr)

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from backfarm.leaderboard.model import SweepInfo, SweepRecord
 from backfarm.sweeps.jobs import Batch, Job, iso, make_batches
 from backfarm.sweeps.spec import Expansion, SweepSpec, expand
 from backfarm.tasks.backtest import FarmKeys, redis_errors
-from backfarm.workers.app import BACKTEST_QUEUE, BATCH_TASK, DATA_QUEUE, FETCH_TASK, QUEUES, create_app
+from backfarm.workers.app import BACKTEST_QUEUE, BATCH_TASK, DATA_QUEUE, FETCH_TASK, QUEUES, close_app, create_app
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -33,13 +34,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TARGET_BATCH_BAR_STEPS = 2_000_000
-"""Bars × jobs per batch: about 0.3–1 s of work here, so the ~5 ms a task costs in messaging stays ≲ 2 %."""
+TARGET_BATCH_BAR_STEPS = 8_000_000
+"""Bars × jobs per batch. A bar-step costs ~35 ns on the reference machine and a task ~8 ms in messaging (ack, fetch,
+hand-off to the pool process), so ~0.3 s of work per task keeps that overhead near 3 %."""
 MIN_BATCH, MAX_BATCH = 4, 512
 MIN_BATCHES = 8
 PUBLISH_CHUNK = 500
 """Messages per pipelined publish round trip."""
 PING_TIMEOUT_S = 0.5
+RESUBMIT_GRACE_S = 60.0
+"""A sweep recorded longer ago than this, unfinished, with nothing queued or running, is re-enqueued on resubmit
+(younger ones may still be being published by the submit that recorded them)."""
 PING_EVERY_S = 5.0
 
 Updated = Callable[["Progress"], None]
@@ -147,9 +152,7 @@ def enqueue(app: Celery, sweep_id: str, batches: Sequence[Batch]) -> int:
     if not batches:
         return 0
     try:
-        with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_CHUNK):
-            for batch in batches:
-                app.send_task(BATCH_TASK, args=(sweep_id, batch.to_dict()), queue=BACKTEST_QUEUE, producer=producer)
+        _publish(app, [(BATCH_TASK, [sweep_id, batch.to_dict()], BACKTEST_QUEUE) for batch in batches])
     except Exception as exc:  # kombu/redis raise many types; the sweep is re-runnable, say so
         if isinstance(exc, (ConfigError, ValidationError)):
             raise
@@ -163,10 +166,21 @@ def enqueue(app: Celery, sweep_id: str, batches: Sequence[Batch]) -> int:
 def enqueue_fetches(app: Celery, expansion: Expansion) -> int:
     """For a remote source, one ``data`` task per symbol and window, so candles are fetched ahead of the batches."""
     keys = sorted({job.data_key for job in expansion.jobs})
-    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_CHUNK):
-        for key in keys:
-            app.send_task(FETCH_TASK, args=list(key), queue=DATA_QUEUE, producer=producer)
+    _publish(app, [(FETCH_TASK, list(key), DATA_QUEUE) for key in keys])
     return len(keys)
+
+
+def _publish(app: Celery, messages: Sequence[tuple[str, list[Any], str]]) -> None:
+    """Send (task name, args, queue) messages through one short-lived connection, in pipelined chunks.
+
+    Not kombu's process-wide connection pool: a pooled connection outlives this call, and a process that forks
+    later (the embedded executor) would inherit its socket.
+    """
+    with app.connection_for_write() as conn:
+        producer = conn.Producer()
+        with producer.batch(max_size=PUBLISH_CHUNK):
+            for name, args, queue in messages:
+                app.send_task(name, args=args, queue=queue, producer=producer)
 
 
 # --- the client API ----------------------------------------------------------------------------------------------
@@ -223,23 +237,29 @@ def submit(expansion: Expansion, settings: Settings, store: RedisStore, app: Cel
     """Record the sweep's manifest and enqueue its missing jobs in batches; returns the sweep id.
 
     A sweep that is already recorded (submitted before, or right now from another shell) is not enqueued again:
-    the manifest gate makes a double submit harmless. If that earlier submit died before publishing, :func:`wait`
-    notices the stall and reconciles.
+    the manifest gate makes a double submit harmless. An older one that is unfinished while nothing at all is queued
+    or running (its submit died before publishing, or Redis lost the messages) is reconciled right away; otherwise
+    :func:`wait` reconciles it if it stalls.
     """
     from backfarm.tasks.data import REMOTE_SOURCES
 
     sweep_id = expansion.sweep_id
     if not store.create_sweep(sweep_record(expansion)):
-        log.info("sweep %s is already recorded; not enqueuing it again", sweep_id)
+        info = _sweep(store, sweep_id)
+        lengths = queue_lengths(store)
+        idle = lengths[BACKTEST_QUEUE] == 0 and lengths["unacked"] == 0
+        if not info.complete and idle and time.time() - info.created_at > RESUBMIT_GRACE_S:
+            log.warning("sweep %s was recorded but nothing of it is queued: re-enqueuing what is missing", sweep_id)
+            reconcile(sweep_id, settings, store, app)
         return sweep_id
     existing = store.existing(job.job_id for job in expansion.jobs)
     todo = [job for job in expansion.jobs if job.job_id not in existing]
     if not todo:
         return sweep_id
-    app = app or create_app(settings)
-    if expansion.spec.source in REMOTE_SOURCES:
-        enqueue_fetches(app, expansion)
-    enqueue(app, sweep_id, make_batches(todo, farm_batch_size(todo)))
+    with _app(settings, app) as celery:
+        if expansion.spec.source in REMOTE_SOURCES:
+            enqueue_fetches(celery, expansion)
+        enqueue(celery, sweep_id, make_batches(todo, farm_batch_size(todo)))
     return sweep_id
 
 
@@ -250,7 +270,8 @@ def reconcile(sweep_id: str, settings: Settings, store: RedisStore, app: Celery 
     if not pending:
         return 0
     jobs = [job for job in rebuild_expansion(info).jobs if job.job_id in pending]
-    enqueue(app or create_app(settings), info.sweep_id, make_batches(jobs, farm_batch_size(jobs)))
+    with _app(settings, app) as celery:
+        enqueue(celery, info.sweep_id, make_batches(jobs, farm_batch_size(jobs)))
     return len(jobs)
 
 
@@ -277,7 +298,8 @@ def is_cancelled(store: RedisStore, sweep_id: str) -> bool:
 def live_workers(app: Celery, timeout: float = PING_TIMEOUT_S) -> list[str]:
     """Names of the workers that answer a ping within ``timeout`` seconds."""
     try:
-        replies = app.control.ping(timeout=timeout) or []
+        with app.connection_for_write() as conn:  # short-lived, like _publish
+            replies = app.control.ping(timeout=timeout, connection=conn) or []
     except Exception as exc:  # a broker hiccup must not end a wait
         log.debug("worker ping failed: %s", exc)
         return []
@@ -301,6 +323,10 @@ def progress(store: RedisStore, sweep_id: str) -> Progress:
     return Progress(info.sweep_id, info.total, info.done, info.dead, cancelled=is_cancelled(store, info.sweep_id))
 
 
+LOST_WORKER_STALL_S = 15.0
+"""Seconds without progress, once a worker has vanished, before the missing jobs are re-enqueued."""
+
+
 def wait(
     sweep_id: str,
     settings: Settings,
@@ -314,19 +340,40 @@ def wait(
     """Poll until the sweep is complete or cancelled (or ``timeout_s`` passes); returns the last progress.
 
     When nothing finished for ``stall_s`` (default: the visibility timeout plus two restore sweeps) while the
-    backtest queue is empty, messages were lost: the pending jobs are reconciled (re-enqueued) automatically.
+    backtest queue is empty, messages were lost: the pending jobs are reconciled (re-enqueued) automatically. When a
+    worker that answered pings stops answering, the wait before reconciling shrinks to ``LOST_WORKER_STALL_S``.
     Workers are pinged in the background, so a slow ping never delays the progress shown.
     """
-    app = app or create_app(settings)
+    with _app(settings, app) as celery:
+        return _wait(sweep_id, settings, store, celery, on_update, poll_s, stall_s, timeout_s)
+
+
+def _wait(
+    sweep_id: str,
+    settings: Settings,
+    store: RedisStore,
+    app: Celery,
+    on_update: Updated | None,
+    poll_s: float,
+    stall_s: float | None,
+    timeout_s: float | None,
+) -> Progress:
     stall_s = stall_s if stall_s is not None else settings.visibility_timeout_s + 2 * settings.restore_interval_s + 5
     started = last_move = time.monotonic()
     window = _RateWindow()
     first = progress(store, sweep_id)
     baseline = first.done + first.dead
     reconciled = 0
+    seen: set[str] = set()
+    lost = False
     with _Pinger(app) as pinger:
         while True:
             now = time.monotonic()
+            if pinger.workers is not None:
+                # A worker that answered before and no longer does took its unacked batch with it: no need to wait
+                # out the visibility timeout before re-enqueueing (a duplicate run is harmless, commits are atomic).
+                lost = lost or bool(seen - set(pinger.workers))
+                seen |= set(pinger.workers)
             current = progress(store, sweep_id)
             finished = current.done + current.dead
             if window.samples and finished != window.samples[-1][1]:
@@ -337,17 +384,20 @@ def wait(
             current.finished_here, current.reconciled = finished - baseline, reconciled
             if on_update is not None:
                 on_update(current)
-            if current.complete or current.cancelled:
-                return current
-            if timeout_s is not None and now - started >= timeout_s:
-                return current
-            if now - last_move >= stall_s and current.queued == 0:
+            if current.complete or current.cancelled or (timeout_s is not None and now - started >= timeout_s):
+                break
+            limit = min(stall_s, LOST_WORKER_STALL_S) if lost else stall_s
+            if now - last_move >= limit and current.queued == 0:
                 count = reconcile(current.sweep_id, settings, store, app)
                 log.warning("sweep %s made no progress for %.0f s with nothing queued: re-enqueued %d jobs",
                             current.sweep_id, now - last_move, count)  # fmt: skip
                 reconciled += count
                 last_move = now
+                lost = False
             time.sleep(poll_s)
+    if current.workers is None:  # finished before the first ping came back: leaving the block waited for it
+        current.workers = pinger.workers
+    return current
 
 
 class _Pinger:
@@ -370,6 +420,20 @@ class _Pinger:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._thread.join(timeout=PING_TIMEOUT_S + 2)  # let a ping in flight finish before the app is closed
+
+
+@contextmanager
+def _app(settings: Settings, app: Celery | None) -> Iterator[Celery]:
+    """The caller's app, or one made (and closed) here."""
+    if app is not None:
+        yield app
+        return
+    made = create_app(settings)
+    try:
+        yield made
+    finally:
+        close_app(made)
 
 
 def _sweep(store: RedisStore, sweep_id: str) -> SweepInfo:

@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from backfarm.leaderboard.model import ResultRecord, round_metric
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import all_strategies, get_strategy
 from backfarm.sweeps.jobs import Batch, Job, parse_iso
+from backfarm.tasks.artifacts import artifacts
 
 DataKey = tuple[str, str, str, str, str]
 
@@ -102,9 +104,25 @@ def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> B
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise  # Celery's soft limit: the task must stop now, not record a per-job failure
             outcome.failed[job.job_id] = f"{type(exc).__name__}: {exc}"[:500]
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+_COSTS: dict[Costs, dict[str, Any]] = {}
+"""``Costs.to_dict()`` per cost model (a deep-copying ``asdict``): a sweep has one or a few, and every job needs it."""
+
+
+def _costs_dict(costs: Costs) -> dict[str, Any]:
+    """A fresh copy of ``costs.to_dict()`` (records must not share one mutable dict)."""
+    cached = _COSTS.get(costs)
+    if cached is None:
+        if len(_COSTS) > 256:
+            _COSTS.clear()
+        cached = _COSTS[costs] = costs.to_dict()
+    return dict(cached)
 
 
 def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
@@ -125,6 +143,7 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         job.costs,
         job.capital,
         bars_per_year(candles.bar_seconds),
+        record=True,  # the equity curve and trades feed the stored artifacts (backfarm.tasks.artifacts)
     )
     return ResultRecord(
         job_id=job.job_id,
@@ -136,7 +155,7 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         start=job.start,
         end=job.end,
         source=job.source,
-        costs=job.costs.to_dict(),
+        costs=_costs_dict(job.costs),
         capital=job.capital,
         metrics={k: round_metric(v) for k, v in result.metrics.items()},
         candles_checksum=candles.checksum,
@@ -144,6 +163,7 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         bars=len(candles),
         gaps=candles.gaps,
         created_at=time.time(),
+        extra=artifacts(result, candles),
     )
 
 

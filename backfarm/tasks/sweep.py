@@ -18,9 +18,9 @@ from backfarm.errors import ConfigError
 from backfarm.leaderboard.factory import open_store
 from backfarm.leaderboard.model import SweepRecord
 from backfarm.leaderboard.store import ResultStore
-from backfarm.sweeps.jobs import iso, make_batches
+from backfarm.sweeps.jobs import iso
 from backfarm.sweeps.spec import QUICK, Expansion, expand, load_spec_file, parse_params, spec_from, split_list
-from backfarm.tasks.local import RunStats, batch_size_for, default_workers, run_local
+from backfarm.tasks.local import RunStats, default_workers, plan_batches, run_local, uses_pool
 from backfarm.tasks.runner import CandleMemo
 
 if TYPE_CHECKING:
@@ -139,8 +139,7 @@ def run_sweep(
     existing = store.existing(job_ids)
     todo = [j for j in expansion.jobs if j.job_id not in existing]
     n_workers = workers or default_workers()
-    groups = len({j.data_key for j in todo})
-    batches = make_batches(todo, batch_size_for(len(todo), groups, n_workers))
+    batches = plan_batches(todo, n_workers)
     task = None
     if progress is not None and todo:
         progress.start()
@@ -155,7 +154,7 @@ def run_sweep(
             progress.update(task, advance=count, rate=f"{finished[0] / elapsed:,.0f}/s")
 
     stats = run_local(batches, store, settings, sweep_id, n_workers, on_progress, memo)
-    used = 1 if len(todo) <= 64 or len(batches) == 1 else n_workers
+    used = min(n_workers, len(batches)) if uses_pool(len(todo), len(batches), n_workers) else 1
     return SweepOutcome(sweep_id, expansion, store, stats, reused=len(existing), workers=used)
 
 
@@ -172,23 +171,18 @@ def submit_sweep(
     """
     from backfarm.errors import ServiceUnavailable
     from backfarm.tasks import farm
-    from backfarm.workers.app import create_app
+    from backfarm.workers.app import close_app, create_app
 
     expansion = build_expansion(request, settings)
     farm.preflight(settings)
-    app = create_app(settings)
     try:
         store = open_store(settings)
     except ServiceUnavailable as exc:
         raise ConfigError(str(exc)) from None
     prepare_data(expansion, settings)
     reused = len(store.existing(j.job_id for j in expansion.jobs))
-    sweep_id = farm.submit(expansion, settings, store, app)  # type: ignore[arg-type]
+    app = create_app(settings)
     stats = RunStats()
-    outcome = SweepOutcome(sweep_id, expansion, store, stats, reused=reused, workers=0)
-    if detach:
-        return outcome
-    started = time.perf_counter()
     last: list[FarmProgress] = []
 
     def update(p: FarmProgress) -> None:
@@ -197,11 +191,19 @@ def submit_sweep(
             on_update(p)
 
     try:
-        final = farm.wait(sweep_id, settings, store, app, on_update=update)  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        stats.interrupted = True
-        final = last[0] if last else farm.progress(store, sweep_id)  # type: ignore[arg-type]
-    stats.seconds = time.perf_counter() - started
+        sweep_id = farm.submit(expansion, settings, store, app)  # type: ignore[arg-type]
+        outcome = SweepOutcome(sweep_id, expansion, store, stats, reused=reused, workers=0)
+        if detach:
+            return outcome
+        started = time.perf_counter()
+        try:
+            final = farm.wait(sweep_id, settings, store, app, on_update=update)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            stats.interrupted = True
+            final = last[0] if last else farm.progress(store, sweep_id)  # type: ignore[arg-type]
+    finally:
+        close_app(app)
+    stats.seconds = final.elapsed_s if final.complete else time.perf_counter() - started
     stats.computed = max(0, final.done - reused)
     stats.failed = final.dead
     outcome.workers = len(final.workers or [])

@@ -23,6 +23,8 @@ BATCH_TASK = "backfarm.backtest.batch"
 """The batch task: run the jobs of one batch and commit them (``backfarm.tasks.backtest``)."""
 FETCH_TASK = "backfarm.data.fetch"
 """The candle fetch task on the ``data`` queue (``backfarm.tasks.data``)."""
+PAPER_TASK = "backfarm.paper.session"
+"""The paper session task on the ``paper`` queue (``backfarm.tasks.paper``)."""
 BACKTEST_QUEUE, PAPER_QUEUE, DATA_QUEUE = "backtest", "paper", "data"
 QUEUES: tuple[str, ...] = (BACKTEST_QUEUE, PAPER_QUEUE, DATA_QUEUE)
 """Every queue the farm uses: CPU batches, long paper sessions, rate-limited candle fetches."""
@@ -143,7 +145,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES),
         "task_default_queue": BACKTEST_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": {BATCH_TASK: {"queue": BACKTEST_QUEUE}, FETCH_TASK: {"queue": DATA_QUEUE}},
+        "task_routes": {
+            BATCH_TASK: {"queue": BACKTEST_QUEUE},
+            FETCH_TASK: {"queue": DATA_QUEUE},
+            PAPER_TASK: {"queue": PAPER_QUEUE},
+        },
         "enable_utc": True,
         "timezone": "UTC",
     }
@@ -155,11 +161,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with the farm's tasks registered. Opens no connection."""
-    from backfarm.tasks import backtest, data
+    from backfarm.tasks import backtest, data, paper
 
     app = Celery("backfarm", set_as_current=False)
     app.conf.update(celery_config(settings))
-    app.backfarm_settings = settings  # type: ignore[attr-defined] - read by the worker start-up hooks
+    app.backfarm_settings = settings  # type: ignore[attr-defined]  # read by the worker start-up hooks
     backtest.register(app)
     data.register(app)
+    paper.register(app)
     return app
+
+
+def close_app(app: Celery) -> None:
+    """Done with a client-side app (the farm's client code opens only short-lived connections, never the pool)."""
+    app.close()

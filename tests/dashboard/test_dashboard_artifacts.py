@@ -1,0 +1,161 @@
+"""Stored artifacts: min/max downsampling, the encoded curve and trade list, their size, and the runner's records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backfarm.candles.schema import Candles
+from backfarm.engine.backtest import BacktestResult, Trades, run_backtest
+from backfarm.engine.costs import Costs
+from backfarm.errors import ValidationError
+from backfarm.leaderboard.model import canonical_json
+from backfarm.tasks.artifacts import (
+    MAX_POINTS,
+    MAX_TRADES,
+    artifacts,
+    decode_equity,
+    decode_trades,
+    downsample_minmax,
+    equity_artifact,
+    trades_artifact,
+)
+from tests.dashboard.conftest import Results
+
+
+def test_downsample_keeps_every_point_of_a_short_curve() -> None:
+    assert downsample_minmax(np.arange(5.0)).tolist() == [0, 1, 2, 3, 4]
+    assert downsample_minmax(np.arange(MAX_POINTS, dtype=float)).tolist() == list(range(MAX_POINTS))
+
+
+def test_downsample_picks_each_buckets_min_and_max_by_hand() -> None:
+    # 14 points, max_points 8: (8 - 2) // 2 - 1 = 2 buckets over the 12 interior points, of ceil(12 / 2) = 6 each,
+    # so buckets [1..6] and [7..12] and no tail; each gives its min and max in index order; 0 and 13 always kept.
+    values = np.array([5, 1, 9, 4, 4, 0, 6, 3, 3, 8, 2, 7, 5, 5], dtype=float)
+    assert downsample_minmax(values, max_points=8).tolist() == [0, 2, 5, 9, 10, 13]
+
+
+def test_downsample_handles_a_tail_bucket_and_flat_stretches() -> None:
+    # 13 points, max_points 8: 11 interior points, buckets of 6: [1..6], then the tail [7..11].
+    values = np.array([0, 2, 2, 2, 2, 2, 2, 1, 1, 9, 1, 1, 0], dtype=float)
+    # Bucket 1 is flat: argmin == argmax == 1, kept once. Tail: min at 7 (first 1), max at 9.
+    assert downsample_minmax(values, max_points=8).tolist() == [0, 1, 7, 9, 12]
+    with pytest.raises(ValidationError):
+        downsample_minmax(values, max_points=5)
+
+
+@pytest.mark.parametrize("n", [501, 502, 997, 4320, 43_201])
+def test_downsample_bounds_sorted_unique_and_exact_extremes(n: int) -> None:
+    rng = np.random.default_rng(n)
+    equity = 10_000 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    idx = downsample_minmax(equity)
+    assert len(idx) <= MAX_POINTS
+    assert idx[0] == 0 and idx[-1] == n - 1
+    assert np.all(np.diff(idx) > 0)
+    kept = equity[idx]
+    assert kept.max() == equity.max() and kept.min() == equity.min()
+    # Every bucket's low survives with the highest peak before its bucket, so the drawn maximum drawdown never
+    # overstates the true one and misses at most a peak inside the trough's own bucket.
+    full = (equity / np.maximum.accumulate(equity) - 1).min()
+    drawn = (kept / np.maximum.accumulate(kept) - 1).min()
+    assert full <= drawn <= full * 0.8
+
+
+def _backtest(n: int = 3000, seed: int = 1) -> tuple[BacktestResult, Candles]:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.003, n)))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
+    ts = (1_700_000_000 + 60 * np.arange(n, dtype=np.int64)) * 10**9
+    candles = Candles("synthetic", "TEST-USD", "1m", ts, open_, high, low, close, np.ones(n))
+    exposure = (np.sin(np.arange(n) / 37.0) > 0).astype(float)
+    result = run_backtest(open_, high, low, close, exposure, Costs(), 10_000.0, 525_600.0, record=True)
+    return result, candles
+
+
+def test_equity_round_trip_with_timestamps() -> None:
+    result, candles = _backtest()
+    curve = decode_equity(artifacts(result, candles))
+    assert curve is not None
+    idx = downsample_minmax(result.equity)
+    assert curve.bar.tolist() == idx.tolist()
+    assert curve.bars == len(result.equity)
+    # Values are float32: 7 significant digits.
+    np.testing.assert_allclose(curve.equity, result.equity[idx], rtol=1e-7)
+    # Each point is stamped with the close of its bar: t0 + (bar + 1) × dt.
+    assert curve.ts[0] == 1_700_000_060 and curve.ts[-1] == 1_700_000_000 + len(result.equity) * 60
+    dd = curve.drawdown(10_000.0)
+    worst = result.metrics["max_drawdown"]
+    assert dd.max() <= 0 and worst - 1e-6 <= dd.min() <= 0.8 * worst  # 1e-6: float32 values
+
+
+def test_far_apart_bars_get_four_byte_steps() -> None:
+    """Bar steps of 65,536 or more (only a live session with long gaps could have them) are stored in 4 bytes."""
+    bars = np.array([0, 5, 70_000, 70_001, 200_000])
+    art = equity_artifact(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), t0=0, dt=60, bars=bars)
+    assert art["iw"] == 4 and art["n"] == 200_001
+    curve = decode_equity({"equity": art})
+    assert curve is not None and curve.bar.tolist() == bars.tolist() and curve.equity.tolist() == [1, 2, 3, 4, 5]
+    assert curve.ts.tolist() == [60 * (b + 1) for b in bars.tolist()]
+
+
+def test_trades_round_trip() -> None:
+    result, _ = _backtest()
+    trades = result.trades
+    assert 0 < len(trades) <= MAX_TRADES
+    decoded = decode_trades({"trades": trades_artifact(trades)})
+    assert decoded is not None and decoded.total == len(trades) == len(decoded)
+    assert decoded.entry_bar.tolist() == trades.entry_bar.tolist()
+    assert decoded.exit_bar.tolist() == trades.exit_bar.tolist()
+    assert decoded.reasons() == trades.reasons()
+    for name in ("entry_price", "exit_price", "qty", "pnl", "ret"):
+        np.testing.assert_allclose(getattr(decoded, name), getattr(trades, name), rtol=1e-6)
+
+
+def test_trade_list_keeps_the_largest_by_absolute_pnl_in_order() -> None:
+    n = 7
+    table = np.zeros((n, 8))
+    table[:, 0] = np.arange(n) * 10  # entry bars
+    table[:, 1] = np.arange(n) * 10 + 5  # exit bars
+    table[:, 5] = [1.0, -9.0, 2.0, 8.0, -0.5, 3.0, -7.0]  # pnl
+    table[:, 7] = [0, 1, 2, 3, 0, 1, 2]
+    decoded = decode_trades({"trades": trades_artifact(Trades.from_table(table), max_trades=3)})
+    assert decoded is not None
+    assert decoded.total == 7 and len(decoded) == 3
+    # |pnl| 9, 8 and 7 are trades 1, 3 and 6, kept in the order they closed.
+    assert decoded.entry_bar.tolist() == [10, 30, 60]
+    assert decoded.pnl.tolist() == [-9.0, 8.0, -7.0]
+    assert decoded.reasons() == ["stop", "end", "target"]
+
+
+def test_no_trades_and_missing_artifacts() -> None:
+    decoded = decode_trades({"trades": trades_artifact(Trades.from_table(np.zeros((0, 8))))})
+    assert decoded is not None and decoded.total == 0 and len(decoded) == 0
+    assert decode_equity({}) is None and decode_trades({}) is None
+    assert decode_equity({"equity": {"v": 99}}) is None  # a future format is ignored, not misread
+
+
+def test_artifacts_stay_a_few_kilobytes() -> None:
+    result, candles = _backtest(n=43_200)
+    extra = artifacts(result, candles)
+    size = len(canonical_json(extra))  # what the stores keep, inside the record's JSON
+    points, trades = extra["equity"]["k"], extra["trades"]["k"]
+    assert 450 < points <= MAX_POINTS and trades == MAX_TRADES
+    # 6 bytes a point and 29 a trade, base64 (4/3), plus the keys.
+    assert extra["equity"]["iw"] == 2
+    assert size == pytest.approx((points * 6 + trades * 29) * 4 / 3, abs=300)
+    assert size < 6_500
+
+
+def test_every_result_of_a_sweep_carries_its_curve_and_trades(results: Results) -> None:
+    with results.store() as store:
+        records = list(store.iter_results())
+    backtests = [r for r in records if r.kind == "backtest"]
+    assert len(backtests) == results.total
+    for record in backtests:
+        curve, trades = decode_equity(record.extra), decode_trades(record.extra)
+        assert curve is not None and trades is not None
+        assert curve.bars == record.bars and len(curve.ts) <= MAX_POINTS
+        assert trades.total == record.metrics["trades"] and len(trades) == min(trades.total, MAX_TRADES)
+        assert curve.equity[-1] == pytest.approx(record.capital * (1 + record.metrics["total_return"]), rel=1e-6)
+    assert any(decode_trades(r.extra).total > MAX_TRADES for r in backtests)  # the cap was exercised

@@ -1,0 +1,273 @@
+"""The farm's parts in one process against a real Redis: app settings, the batch task's guards, submit/reconcile/cancel,
+the cluster lock and rate limit. No worker processes here (see test_farm_cluster.py for those)."""
+
+from __future__ import annotations
+
+import re
+import ssl
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from backfarm.config import Settings
+from backfarm.errors import AuthError, ConfigError
+from backfarm.leaderboard.redis_store import RedisStore
+from backfarm.sweeps.jobs import Batch, make_batches
+from backfarm.tasks import farm
+from backfarm.tasks.backtest import FarmKeys, process_batch
+from backfarm.tasks.data import ClusterLockedSource, RedisRateLimiter
+from backfarm.tasks.sweep import prepare_data
+from backfarm.workers import lifecycle
+from backfarm.workers.app import BATCH_TASK, FETCH_TASK, QUEUES, create_app
+from tests.farm.conftest import chaos_expansion
+from tests.farm.farmplugin import CRASH, RAISE
+
+
+@pytest.fixture
+def settings(farm_env: dict[str, str]) -> Settings:
+    return Settings.from_env(farm_env)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Any:
+    with RedisStore(redis_url) as s:
+        yield s
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Any:
+    context = lifecycle.build_context(settings)
+    yield context
+    context.close()
+
+
+# --- the Celery app ----------------------------------------------------------------------------------------------
+
+
+def test_app_settings_follow_the_reliability_rules(settings: Settings) -> None:
+    app = create_app(settings)
+    conf = app.conf
+    assert conf.accept_content == ["json"] and conf.result_accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == conf.event_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_soft_time_limit == 8 < conf.task_time_limit == 10
+    assert conf.broker_transport_options["visibility_timeout"] == 15 == conf.visibility_timeout
+    assert conf.broker_transport_options["unacked_restore_interval"] == 1
+    assert conf.task_ignore_result and conf.result_backend is None
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
+    assert conf.worker_max_tasks_per_child == 200
+    assert [q.name for q in conf.task_queues] == list(QUEUES) == ["backtest", "paper", "data"]
+    for name in (BATCH_TASK, FETCH_TASK):
+        task = app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost and task.ignore_result
+    assert conf.task_routes[FETCH_TASK] == {"queue": "data"}
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "vis", "message"),
+    [(10, 10, 20, "BACKFARM_TASK_SOFT_TIME_LIMIT (10 s) must be below"), (5, 20, 20, "BACKFARM_TASK_TIME_LIMIT")],
+)
+def test_clocks_must_be_ordered(settings: Settings, soft: float, hard: float, vis: float, message: str) -> None:
+    bad = replace(settings, task_soft_time_limit_s=soft, task_time_limit_s=hard, visibility_timeout_s=vis)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        create_app(bad)
+
+
+def test_tls_urls_always_verify_the_server(settings: Settings) -> None:
+    app = create_app(replace(settings, redis_url="rediss://:pw@redis.example:6380/0?ssl_ca_certs=/etc/ca.pem"))
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/etc/ca.pem"}
+    assert app.conf.broker_url == "rediss://:pw@redis.example:6380/0"
+    with pytest.raises(ConfigError, match="must verify"):
+        create_app(replace(settings, redis_url="rediss://redis.example:6380/0?ssl_cert_reqs=none"))
+    with pytest.raises(ConfigError, match="no Redis configured"):
+        create_app(Settings())
+
+
+def test_batch_size_targets_work_per_task_and_spreads_small_sweeps(chaos: None) -> None:
+    from backfarm.sweeps.spec import SweepSpec, expand
+
+    # 1,285 jobs of 1,440 bars: 8,000,000 // 1,440 = 5,555 by work, but 1,285 / 8 tasks = 161 to spread them
+    day = expand(SweepSpec(grid=True, days=1, source="synthetic")).jobs
+    assert farm.farm_batch_size(day) == -(-len(day) // farm.MIN_BATCHES) == 161
+    # 3 windows x 1,285 jobs of 43,200 bars: 8,000,000 // 43,200 = 185 by work (3,855 / 8 = 482 would spread)
+    big = expand(SweepSpec(grid=True, days=90, window="30d", source="synthetic")).jobs
+    assert len(big) == 3855 and farm.farm_batch_size(big) == 185
+    assert farm.farm_batch_size(chaos_expansion([{"every": 2}]).jobs) == farm.MIN_BATCH
+
+
+# --- the batch task's guards ---------------------------------------------------------------------------------------
+
+
+def _sweep(store: RedisStore, settings: Settings, params: list[dict[str, int]]) -> tuple[str, Batch]:
+    expansion = chaos_expansion(params)
+    prepare_data(expansion, settings)
+    assert store.create_sweep(farm.sweep_record(expansion))
+    return expansion.sweep_id, Batch(expansion.jobs)
+
+
+def test_done_guard_makes_a_redelivered_batch_a_no_op(ctx: Any, store: RedisStore, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": n} for n in (2, 3, 4)])
+    first = process_batch(ctx, sweep_id, batch)
+    assert (first.mode, first.computed, first.skipped) == ("bulk", 3, 0)
+    stored = {job.job_id: store.get(job.job_id) for job in batch.jobs}
+    again = process_batch(ctx, sweep_id, batch)
+    assert (again.computed, again.skipped) == (0, 3)
+    assert store.attempts(sweep_id) == {job.job_id: 1 for job in batch.jobs}  # the skip did not count as an attempt
+    assert {job.job_id: store.get(job.job_id) for job in batch.jobs} == stored
+    assert farm.progress(store, sweep_id).complete
+
+
+def test_a_raising_job_is_retried_alone_then_dead_with_its_error(ctx: Any, store: RedisStore, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": 2}, {"every": 2, "mode": RAISE}, {"every": 3}])
+    bad = batch.jobs[1].job_id
+    report = process_batch(ctx, sweep_id, batch)
+    assert report.computed == 2 and [j.job_id for j in report.retry] == [bad]
+    for attempt in (2, 3):
+        report = process_batch(ctx, sweep_id, Batch(tuple(report.retry)))
+        assert report.mode == "careful"
+        assert store.attempts(sweep_id)[bad] == attempt
+    assert report.retry == [] and report.dead == 1
+    assert store.dead(sweep_id) == {bad: "failed 3 times: RuntimeError: chaos strategy failed on purpose"}
+    info = store.sweep(sweep_id)
+    assert info is not None and (info.done, info.dead, info.complete) == (2, 1, True)
+
+
+def test_an_interrupted_batch_reruns_one_job_at_a_time(ctx: Any, store: RedisStore, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": n} for n in (2, 3, 4, 5)])
+    keys = FarmKeys(store.keys.prefix)
+    # A first delivery counted every job, then its process died before the commit.
+    for job in batch.jobs:
+        store.client.hincrby(keys.attempts(sweep_id), job.job_id, 1)
+    store.client.hset(keys.attempts(sweep_id), batch.jobs[2].job_id, 3)  # this one has used up its attempts
+    report = process_batch(ctx, sweep_id, batch)
+    assert (report.mode, report.computed, report.dead) == ("careful", 3, 1)
+    attempts = store.attempts(sweep_id)
+    assert [attempts[j.job_id] for j in batch.jobs] == [2, 2, 4, 2]
+    (reason,) = store.dead(sweep_id).values()
+    assert reason.startswith("gave up after 3 attempts: the worker process died, was killed or hit the time limit")
+
+
+def test_a_cancelled_sweep_runs_nothing(ctx: Any, store: RedisStore, settings: Settings, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, settings, [{"every": 2}, {"every": 3}])
+    assert farm.cancel(sweep_id, settings, store) == 2
+    report = process_batch(ctx, sweep_id, batch)
+    assert report.cancelled and report.computed == 0
+    p = farm.progress(store, sweep_id)
+    assert p.cancelled and p.complete and p.dead == 2
+    assert all(r.startswith("cancelled at ") for r in store.dead(sweep_id).values())
+
+
+def test_a_tampered_message_is_dropped_without_running(settings: Settings, store: RedisStore, chaos: None) -> None:
+    app = create_app(settings)
+    sweep_id, batch = _sweep(store, settings, [{"every": 2}])
+    data = batch.to_dict()
+    data["jobs"][0]["params"]["mode"] = CRASH  # the content no longer hashes to its job id: never run it
+    assert app.tasks[BATCH_TASK](sweep_id, data) == {"malformed": True}
+    assert app.tasks[BATCH_TASK](sweep_id, {"jobs": [{"strategy": "chaos"}]}) == {"malformed": True}
+    assert store.attempts(sweep_id) == {}
+
+
+# --- client side: submit, double submit, reconcile, rebuild ------------------------------------------------------
+
+
+def test_submit_enqueues_once_even_when_two_submit_at_once(settings: Settings, redis_url: str, chaos: None) -> None:
+    expansion = chaos_expansion([{"every": n} for n in range(2, 12)], symbols=("BTC-USD", "ETH-USD"))
+    batches = make_batches(expansion.jobs, farm.farm_batch_size(expansion.jobs))
+    ids: list[str] = []
+
+    def go() -> None:
+        with RedisStore(redis_url) as s:
+            ids.append(farm.submit(expansion, settings, s))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with RedisStore(redis_url) as store:
+        assert ids == [expansion.sweep_id] * 2
+        assert store.client.llen("backtest") == len(batches) == 6  # 2 symbols x 10 jobs in batches of 4
+        assert farm.reconcile(expansion.sweep_id, settings, store) == 20  # nothing done: everything again
+        assert store.client.llen("backtest") == 12
+        info = store.sweep(expansion.sweep_id)
+        assert info is not None
+        assert farm.rebuild_expansion(info).jobs == expansion.jobs
+
+
+def test_wait_reconciles_a_sweep_whose_messages_were_lost(settings: Settings, store: RedisStore, chaos: None) -> None:
+    expansion = chaos_expansion([{"every": n} for n in (2, 3)])
+    farm.submit(expansion, settings, store)
+    store.client.delete("backtest")  # the broker lost the message
+    updates: list[farm.Progress] = []
+    last = farm.wait(expansion.sweep_id, settings, store, on_update=updates.append, stall_s=0.3, timeout_s=1.5)
+    assert last.reconciled == 2 and not last.complete
+    assert store.client.llen("backtest") == 1
+    assert updates[0].total == 2 and updates[0].pending == 2
+
+
+def test_resubmitting_a_sweep_whose_messages_are_gone_re_enqueues_it(
+    settings: Settings, store: RedisStore, chaos: None
+) -> None:
+    expansion = chaos_expansion([{"every": n} for n in (2, 3, 4, 5, 6)])  # 5 jobs: 2 batches
+    farm.submit(expansion, settings, store)
+    store.client.delete("backtest")  # the first submit's messages are lost
+    farm.submit(expansion, settings, store)
+    assert store.client.llen("backtest") == 0  # recorded a moment ago: its submit may still be publishing
+    store.client.hset(store.keys.sweep(expansion.sweep_id), "created_at", repr(time.time() - 120))
+    farm.submit(expansion, settings, store)
+    assert store.client.llen("backtest") == 2
+    farm.submit(expansion, settings, store)
+    assert store.client.llen("backtest") == 2  # queued now: nothing more
+
+
+def test_preflight_errors_are_one_line_and_never_show_the_password(settings: Settings, redis_url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^cannot reach Redis at redis://127\.0\.0\.1:1"):
+        farm.preflight(replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    assert time.monotonic() - started < 5
+    wrong = redis_url.replace(redis_url.split(":")[2].split("@")[0], "not-the-password")
+    with pytest.raises(AuthError) as info:
+        farm.preflight(replace(settings, redis_url=wrong))
+    assert "rejected the credentials" in str(info.value) and "not-the-password" not in str(info.value)
+    port = redis_url.rsplit(":", 1)[1]
+    with pytest.raises(AuthError, match="requires a password"):
+        farm.preflight(replace(settings, redis_url=f"redis://127.0.0.1:{port}"))
+
+
+# --- cluster lock and rate limit ---------------------------------------------------------------------------------
+
+
+def test_the_rate_limit_is_one_budget_for_every_worker(store: RedisStore) -> None:
+    keys = FarmKeys(store.keys.prefix)
+    a = RedisRateLimiter(store.client, keys, {"public": 10.0})
+    b = RedisRateLimiter(store.client, keys, {"public": 10.0})  # another worker
+    waits = [a.reserve("public"), b.reserve("public"), a.reserve("public")]
+    assert waits[0] < 0.01
+    assert 0.09 < waits[1] <= 0.1 and 0.19 < waits[2] <= 0.2  # slots 100 ms apart on Redis' clock
+
+
+def test_a_partition_is_fetched_by_one_worker_at_a_time(store: RedisStore) -> None:
+    keys = FarmKeys(store.keys.prefix)
+    seen: list[str] = []
+
+    class Inner:
+        name, can_fetch = "coinbase", True
+
+        def fetch(self, symbol: str, granularity: str, start: datetime, end: datetime) -> dict[str, Any]:
+            lock = source.lock_name(symbol, granularity, start)
+            assert store.client.exists(lock)
+            assert not store.client.lock(lock, timeout=5).acquire(blocking=False)  # nobody else gets it now
+            seen.append(lock)
+            return {}
+
+    source = ClusterLockedSource(Inner(), store.client, keys, lock_ttl_s=10)  # type: ignore[arg-type]
+    source.fetch("BTC-USD", "1m", datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    source.fetch("BTC-USD", "1m", datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC))
+    assert seen == [keys.lock("candles:coinbase:BTC-USD:1m:2026-10"), keys.lock("candles:coinbase:BTC-USD:1m:2026-09")]
+    assert not any(store.client.exists(lock) for lock in seen)  # released

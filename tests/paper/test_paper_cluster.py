@@ -1,0 +1,82 @@
+"""On the farm: a paper session on a real worker is SIGKILLed mid-way and resumes on another worker.
+
+The visibility timeout is long (120 s), so the resume comes from the paper watchdog of the new worker (orphan
+detection through the expired lease), not from Celery's redelivery. The session must end with every fill recorded
+exactly once and exactly the fills, trades and metrics of the same replay run without interruption.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backfarm.config import Settings
+from backfarm.leaderboard.model import Filters
+from backfarm.leaderboard.redis_store import RedisStore
+from backfarm.leaderboard.sqlite import SQLiteStore
+from backfarm.paper.checkpoint import RedisSessionStore, SQLiteSessionStore
+from backfarm.paper.session import run_session
+from backfarm.tasks.paper import enqueue_session
+from backfarm.workers.app import close_app, create_app
+from tests.paper.conftest import FAST_PARAMS, PaperFarm, replay_spec, wait_for
+
+STRATEGIES = ["momentum", "mean_reversion", "breakout"]
+SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
+
+
+def test_sigkilled_worker_resumes_elsewhere_with_each_fill_once(
+    paper_farm: PaperFarm, paper_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = Settings.from_env(paper_env)
+    # 120 one-minute bars at 900× real time: 8 s of wall clock, long enough to kill the worker in the middle.
+    spec = replay_spec(STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", speed=900, params=FAST_PARAMS, lease_s=2.0)
+
+    # The same session, uninterrupted, in this process at max speed: the expected outcome.
+    reference_spec = replay_spec(STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", params=FAST_PARAMS)
+    local = SQLiteSessionStore(tmp_path / "reference.sqlite")
+    local.create(reference_spec)
+    expected = run_session(local, reference_spec.session_id, settings, results=SQLiteStore(tmp_path / "r.sqlite"))
+    expected_fills = [(f.fill_id, f.side, f.qty, f.price) for f in local.fills(reference_spec.session_id)]
+    assert len(expected_fills) > 20
+
+    store = RedisSessionStore(settings.redis_url)
+    store.create(spec)
+    first = paper_farm.start("first")
+    paper_farm.ready(first)
+    app = create_app(settings)
+    try:
+        enqueue_session(app, spec)
+    finally:
+        close_app(app)
+
+    def progress() -> int:
+        checkpoint = store.checkpoint(spec.session_id)
+        return min(checkpoint.cursor["bars_done"].values()) if checkpoint else 0
+
+    wait_for(lambda: progress() >= 30, 60, "the session to get going on the first worker")
+    first.kill()
+    killed_at = progress()
+    assert killed_at < spec.window_bars, "the session finished before the kill: make it slower"
+    info = store.get(spec.session_id)
+    assert info.status == "running"
+
+    second = paper_farm.start("second")
+    paper_farm.ready(second)
+    wait_for(lambda: store.get(spec.session_id).status == "finished", 60, "the session to finish on the second worker")
+
+    info = store.get(spec.session_id)
+    assert info.resumes >= 1 and not info.error
+    assert "re-enqueued to resume" in second.text()
+    fills = store.fills(spec.session_id)
+    ids = [f.fill_id for f in fills]
+    assert len(ids) == len(set(ids))
+    assert [(f.fill_id, f.side, f.qty, f.price) for f in fills] == expected_fills
+    assert len(store.equity(spec.session_id)) == spec.window_bars * len(SYMBOLS)
+    for key, metrics in expected.metrics.items():
+        assert info.final[key] == metrics, key
+
+    with RedisStore(settings.redis_url) as board:
+        records = list(board.iter_results(Filters(kind="paper")))
+    assert len(records) == len(STRATEGIES) * len(SYMBOLS)
+    assert {r.extra["session"] for r in records} == {spec.session_id}
+    assert {r.extra["final_equity"] for r in records} == set(expected.final_equity.values())
+    store.close()
