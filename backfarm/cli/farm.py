@@ -68,7 +68,7 @@ def _redis_store(settings):  # type: ignore[no-untyped-def]
 def worker(
     queues: Annotated[
         str, typer.Option(help="Comma-separated queues to consume: backtest, paper, data.")
-    ] = "backtest,data",
+    ] = "backtest,paper,data",
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")] = "INFO",
     name: Annotated[str | None, typer.Option(help="Node name (default: backfarm-PID@HOST).")] = None,
