@@ -179,11 +179,11 @@ def status(
         app = _app_if_farm(settings)
         try:
             if not watch:
-                _print_status(status_report(store, sweep_id, app), fmt)
+                _print_status({**status_report(store, sweep_id, app), "paper": paper_rows(settings)}, fmt)
                 return
             with Live(console=state.console, auto_refresh=False) as live:
                 while True:
-                    report = status_report(store, sweep_id, app)
+                    report = {**status_report(store, sweep_id, app), "paper": paper_rows(settings)}
                     live.update(_status_view(report), refresh=True)
                     if report["complete"] or report["cancelled"]:
                         break
@@ -195,6 +195,32 @@ def status(
                 from backfarm.workers.app import close_app
 
                 close_app(app)
+
+
+def paper_rows(settings: Any, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest paper sessions (status, progress, worker) for ``status``; empty when there are none."""
+    from backfarm.paper.checkpoint import open_session_store
+
+    try:
+        sessions = open_session_store(settings)
+        infos = sessions.sessions()[:limit]
+    except Exception:  # noqa: BLE001 - the sweep view must not fail because the paper store is unreadable
+        return []
+    rows = []
+    for info in infos:
+        cursor = info.cursor or {}
+        rows.append(
+            {
+                "session": info.spec.session_id,
+                "status": info.status,
+                "feed": info.spec.feed,
+                "accounts": len(info.spec.strategies) * len(info.spec.symbols),
+                "bar": max((int(v) for v in (cursor.get("bars_done") or {}).values()), default=0),
+                "worker": info.worker,
+                "error": info.error,
+            }
+        )
+    return rows
 
 
 def _app_if_farm(settings):  # type: ignore[no-untyped-def]
@@ -287,6 +313,14 @@ def _status_view(report: dict[str, Any]) -> Group:
         parts.append(f"queues: {queues}")
         parts.append(f"attempts: {attempts['jobs_retried']:,} jobs ran more than once (max {attempts['max']})")
         parts.append(f"live workers ({len(workers)}): {', '.join(workers) if workers else 'none answered'}")
+    if report.get("paper"):
+        paper = Table(title="paper sessions", title_justify="left", header_style="bold")
+        for col in ("session", "status", "feed", "accounts", "bar", "worker"):
+            paper.add_column(col, justify="right" if col in ("accounts", "bar") else "left")
+        for row in report["paper"]:
+            status = row["status"] + (f" ({row['error'][:60]})" if row["error"] else "")
+            paper.add_row(row["session"], status, row["feed"], str(row["accounts"]), str(row["bar"]), row["worker"])
+        parts.append(paper)
     return Group(*parts)
 
 
