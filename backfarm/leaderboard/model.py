@@ -49,27 +49,13 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-_ROUNDED: set[float] = set()
-"""Recent non-zero outputs of :func:`round_metric`. Rounding is idempotent (a 12-digit value is within an ulp of its
-decimal, far from any 12-digit rounding boundary), so rounding one of them again returns it: a set lookup instead
-of a format and a parse. Zero is left out because ``-0.0 == 0.0`` would let the sign change."""
-_ROUNDED_MAX = 65536
-
-
 def round_metric(value: float | int | None) -> float | int | None:
     """Round to 12 significant digits (ints and nulls unchanged) so hashes and scores are stable."""
     if value is None or isinstance(value, int):
         return value
-    if value in _ROUNDED:
-        return value if value.__class__ is float else float(value)
     if not math.isfinite(value):
         return None
-    rounded = float(f"{value:.12g}")
-    if rounded:
-        if len(_ROUNDED) >= _ROUNDED_MAX:
-            _ROUNDED.clear()
-        _ROUNDED.add(rounded)
-    return rounded
+    return float(f"{value:.12g}")
 
 
 @dataclass(frozen=True)
