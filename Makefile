@@ -47,6 +47,7 @@ lint: install
 	$(BIN)/ruff format --check backfarm tests benchmarks
 
 bench: install
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -100,10 +100,11 @@ def backtest(
     finally:
         progress.stop()
     wall = time.perf_counter() - started
+    stored = outcome.done if outcome.stats.interrupted else outcome.total  # read before _report closes the store
     _report(outcome, top, wall)
     if outcome.stats.interrupted:
         state.err_console.print(
-            f"interrupted: {outcome.done} of {outcome.total} jobs are stored; run the same command again to finish"
+            f"interrupted: {stored} of {outcome.total} jobs are stored; run the same command again to finish"
         )
         raise typer.Exit(code=130)
 
