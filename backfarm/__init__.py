@@ -1,2 +1,3 @@
 """backfarm: a distributed backtesting farm for crypto strategies."""
+
 __version__ = "0.1.0"

@@ -44,9 +44,7 @@ def backtest(
     stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
     take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
     capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. (default 10000)")] = None,
-    source: Annotated[
-        str | None, typer.Option(help="Candles: coinbase | synthetic | file. (default coinbase)")
-    ] = None,
+    source: Annotated[str | None, typer.Option(help="Candles: coinbase | synthetic | file. (default coinbase)")] = None,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
     spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the leaderboard to print.")] = TOP_DEFAULT,

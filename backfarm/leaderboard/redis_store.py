@@ -45,26 +45,37 @@ CHUNK = 1000
 
 # KEYS: done, conflicts, conflict-seen, board[1..M], nulls[1..M]
 # ARGV: M, F, now, then per record: result key, job id, result hash, record JSON, M scores ('' = null), F index keys
+# Each record costs one HGET (and one HSET when new); the set and board updates of all the new records are then
+# gathered into one SADD or ZADD per key (a batch's records share most index keys), in chunks that unpack() takes.
 _PUT = """
 local m, f, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local stride = 4 + m + f
 local inserted, duplicates, conflicts = 0, 0, 0
+local done, boards, nulls, sets, order = {}, {}, {}, {}, {}
+for j = 1, m do boards[j], nulls[j] = {}, {} end
 for i = 4, #ARGV, stride do
   local key, job, hash = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local stored = redis.call('HGET', key, 'hash')
   if not stored then
     redis.call('HSET', key, 'hash', hash, 'json', ARGV[i + 3])
-    redis.call('SADD', KEYS[1], job)
+    done[#done + 1] = job
     for j = 1, m do
       local score = ARGV[i + 3 + j]
       if score == '' then
-        redis.call('SADD', KEYS[3 + m + j], job)
+        nulls[j][#nulls[j] + 1] = job
       else
-        redis.call('ZADD', KEYS[3 + j], score, job)
+        local board = boards[j]
+        board[#board + 1] = score
+        board[#board + 1] = job
       end
     end
     for j = 1, f do
-      redis.call('SADD', ARGV[i + 3 + m + j], job)
+      local index = ARGV[i + 3 + m + j]
+      if not sets[index] then
+        sets[index] = {}
+        order[#order + 1] = index
+      end
+      sets[index][#sets[index] + 1] = job
     end
     inserted = inserted + 1
   elseif stored == hash then
@@ -76,6 +87,17 @@ for i = 4, #ARGV, stride do
     conflicts = conflicts + 1
   end
 end
+local function bulk(command, key, items)
+  for s = 1, #items, 1000 do  -- even, so a ZADD's score and member stay together
+    redis.call(command, key, unpack(items, s, math.min(s + 999, #items)))
+  end
+end
+bulk('SADD', KEYS[1], done)
+for j = 1, m do
+  bulk('ZADD', KEYS[3 + j], boards[j])
+  bulk('SADD', KEYS[3 + m + j], nulls[j])
+end
+for _, index in ipairs(order) do bulk('SADD', index, sets[index]) end
 return {inserted, duplicates, conflicts}
 """
 

@@ -187,4 +187,5 @@ def warm_up() -> None:
         for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:
             exposure = strategy.exposure(indicators, params)
             run_backtest(open_, high, low, close, exposure, costs, 1000.0, 525600.0)
-            run_backtest(open_, high, low, close, exposure, Costs(), 1000.0, 525600.0)
+            recorded = run_backtest(open_, high, low, close, exposure, Costs(), 1000.0, 525600.0, record=True)
+            artifacts(recorded, candles)  # loads the artifact kernels too

@@ -92,12 +92,12 @@ def test_tls_urls_always_verify_the_server(settings: Settings) -> None:
 def test_batch_size_targets_work_per_task_and_spreads_small_sweeps(chaos: None) -> None:
     from backfarm.sweeps.spec import SweepSpec, expand
 
-    # 1,285 jobs of 1,440 bars: 8,000,000 // 1,440 = 5,555 by work, but 1,285 / 8 tasks = 161 to spread them
+    # 1,285 jobs of 1,440 bars: 4,000,000 // 1,440 = 2,777 by work, but 1,285 / 8 tasks = 161 to spread them
     day = expand(SweepSpec(grid=True, days=1, source="synthetic")).jobs
     assert farm.farm_batch_size(day) == -(-len(day) // farm.MIN_BATCHES) == 161
-    # 3 windows x 1,285 jobs of 43,200 bars: 8,000,000 // 43,200 = 185 by work (3,855 / 8 = 482 would spread)
+    # 3 windows x 1,285 jobs of 43,200 bars: 4,000,000 // 43,200 = 92 by work (3,855 / 8 = 482 would spread)
     big = expand(SweepSpec(grid=True, days=90, window="30d", source="synthetic")).jobs
-    assert len(big) == 3855 and farm.farm_batch_size(big) == 185
+    assert len(big) == 3855 and farm.farm_batch_size(big) == 92
     assert farm.farm_batch_size(chaos_expansion([{"every": 2}]).jobs) == farm.MIN_BATCH
 
 
