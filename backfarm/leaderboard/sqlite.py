@@ -147,10 +147,9 @@ class SQLiteStore(ResultStore):
         return self.put_rows(encode_rows(results))
 
     def put_rows(self, rows: Sequence[tuple[Any, ...]]) -> PutReport:
-        """:meth:`put` for records already encoded by :func:`encode_rows` (possibly in another process).
+        """:meth:`put` for rows already encoded by :func:`encode_rows`.
 
-        The embedded executor's children encode their own results, so the process that owns the connection only
-        inserts. Same rules as ``put``: one transaction, idempotent, conflicts recorded and originals kept.
+        Same rules as ``put``: one transaction, idempotent, conflicts recorded and originals kept.
         """
         if not rows:
             return PutReport()
@@ -326,7 +325,7 @@ def _sweep_info(row: Sequence[Any]) -> SweepInfo:
 
 def encode_rows(records: Iterable[ResultRecord]) -> list[tuple[Any, ...]]:
     """The ``results`` rows of ``records`` (job id, result hash, record JSON, filter and metric columns): the
-    parameters of the insert, computed without the store so any process can do it (they pickle cheaply)."""
+    parameters of the insert, computed without touching the database."""
     return [_row(record, record.result_hash) for record in records]
 
 

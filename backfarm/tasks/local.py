@@ -18,10 +18,10 @@ commits them, one transaction per batch.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import multiprocessing
 import os
-import pickle
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from backfarm import errors
 from backfarm.config import Settings
 from backfarm.leaderboard.model import ResultRecord
 from backfarm.leaderboard.sqlite import SQLiteStore
@@ -227,7 +228,7 @@ def _run_pool(
         for _ in range(min(workers, len(batches))):
             reader, writer = context.Pipe(duplex=False)
             child = context.Process(target=_child, args=(shared, counter, writer), daemon=True)
-            child.start()  # forked: ``shared`` is inherited, never pickled
+            child.start()  # forked: ``shared`` is inherited, never serialised
             writer.close()
             children[reader] = child
         while children:
@@ -255,13 +256,20 @@ def _receive(
 ) -> bool:
     """Handle one message from a child; False when it has finished (its pipe is closed)."""
     try:
-        kind, payload, failed = reader.recv()
+        kind, payload, failed = json.loads(reader.recv_bytes())
     except EOFError:
         return False
     if kind == "error":
-        raise payload
+        raise _error_from(payload)
+    if kind == "results":
+        payload = [ResultRecord.from_dict(r) for r in payload]
     _commit(payload, failed, store, sweep_id, stats, on_progress)
     return True
+
+
+def _send(conn: Connection, kind: str, payload: object, failed: dict[str, str]) -> None:
+    """Child → parent messages are JSON, like every other message in backfarm (never pickled objects)."""
+    conn.send_bytes(json.dumps([kind, payload, failed]).encode())
 
 
 def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> None:
@@ -277,18 +285,18 @@ def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> Non
         while (index := _next_index(counter)) < len(shared.batches):
             outcome = run_batch(shared.batches[index], shared.memo)
             if store is None:
-                conn.send(("results", outcome.results, outcome.failed))
+                _send(conn, "results", [r.to_dict() for r in outcome.results], outcome.failed)
                 continue
             pending.extend(outcome.results)
             if outcome.failed:
-                conn.send(("stored", 0, outcome.failed))
+                _send(conn, "stored", 0, outcome.failed)
             if len(pending) >= COMMIT_ROWS or time.monotonic() - flushed >= COMMIT_EVERY_S:
                 _flush(store, pending, conn)
                 flushed = time.monotonic()
         if store is not None:
             _flush(store, pending, conn)
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        conn.send(("error", _picklable(exc), {}))
+        _send(conn, "error", {"type": type(exc).__name__, "message": str(exc)}, {})
     finally:
         conn.close()
         if store is not None:
@@ -305,14 +313,15 @@ def _next_index(counter: Synchronized[int]) -> int:
 def _flush(store: SQLiteStore, pending: list[ResultRecord], conn: Connection) -> None:
     if pending:
         store.put(pending)
-        conn.send(("stored", len(pending), {}))
+        _send(conn, "stored", len(pending), {})
         pending.clear()
 
 
-def _picklable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling (backfarm's errors do), else a RuntimeError with its message."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - any pickling failure
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
+def _error_from(payload: dict[str, str]) -> BaseException:
+    """Rebuild a child's error: backfarm's own errors keep their class (and so their exit code), others name theirs."""
+    cls = getattr(errors, payload["type"], None)
+    if isinstance(cls, type) and issubclass(cls, errors.BackfarmError):
+        return cls(payload["message"])
+    if payload["type"] == "KeyboardInterrupt":
+        return KeyboardInterrupt()
+    return RuntimeError(f"{payload['type']}: {payload['message']}")
