@@ -108,3 +108,14 @@ def test_other_stores_get_the_records_back(tmp_path: Path) -> None:
     stats = run_local(plan_batches(jobs, 2), fake, settings, None, 2)  # type: ignore[arg-type]
     assert stats.computed == len(jobs) - 2
     assert sum(puts) == len(jobs) - 2 and len(store.existing(j.job_id for j in jobs)) == len(jobs) - 2
+
+
+def test_child_errors_cross_the_pipe_as_json_and_keep_backfarm_classes() -> None:
+    from backfarm.errors import DataError
+    from backfarm.tasks.local import _error_from
+
+    rebuilt = _error_from({"type": "DataError", "message": "BTC-USD: 40% of bars missing"})
+    assert isinstance(rebuilt, DataError) and str(rebuilt) == "BTC-USD: 40% of bars missing"
+    other = _error_from({"type": "ZeroDivisionError", "message": "division by zero"})
+    assert type(other) is RuntimeError and str(other) == "ZeroDivisionError: division by zero"
+    assert isinstance(_error_from({"type": "KeyboardInterrupt", "message": ""}), KeyboardInterrupt)
