@@ -32,25 +32,6 @@ import numpy as np
 
 from backfarm.engine import kernel as k
 
-METRIC_NAMES: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "trades",
-    "wins",
-    "win_rate",
-    "profit_factor",
-    "avg_trade",
-    "exposure",
-    "turnover",
-    "fees_paid",
-)
-"""Every metric, in the order of ``backfarm.leaderboard.model.METRICS``."""
-
 Metrics = dict[str, float | int | None]
 
 

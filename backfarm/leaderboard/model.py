@@ -14,23 +14,9 @@ from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses for str (ensure_ascii)
 from typing import Any
 
-METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "trades",
-    "wins",
-    "win_rate",
-    "profit_factor",
-    "avg_trade",
-    "exposure",
-    "turnover",
-    "fees_paid",
-)
+from backfarm.engine import METRIC_NAMES
+
+METRICS: tuple[str, ...] = METRIC_NAMES
 """Every metric a result carries; definitions live in :mod:`backfarm.engine.metrics`."""
 
 LOWER_IS_BETTER = frozenset({"volatility", "fees_paid", "turnover"})

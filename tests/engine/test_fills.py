@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from backfarm.engine import METRIC_NAMES
 from backfarm.engine.backtest import BacktestResult, Trades, downsample_equity, run_backtest, run_many
 from backfarm.engine.costs import Costs
 from backfarm.engine.kernel import count_changes
-from backfarm.engine.metrics import METRIC_NAMES, reference_metrics
+from backfarm.engine.metrics import reference_metrics
 from backfarm.errors import DataError, ValidationError
 
 FREE = Costs(fee_bps=0.0, spread_bps=0.0)

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from backfarm.engine import METRIC_NAMES
 from backfarm.engine.backtest import BacktestResult, run_backtest
 from backfarm.engine.costs import Costs
-from backfarm.engine.metrics import METRIC_NAMES, reference_metrics
+from backfarm.engine.metrics import reference_metrics
 from backfarm.leaderboard.model import METRICS
 
 FREE = Costs(fee_bps=0.0, spread_bps=0.0)
@@ -24,8 +25,9 @@ def run(
     )
 
 
-def test_metric_names_match_the_result_model_in_order() -> None:
-    assert METRIC_NAMES == METRICS
+def test_a_backtest_reports_exactly_the_result_models_metrics_in_order() -> None:
+    result = run([10, 10, 11], [10, 11, 12], [1, 1, 0], capital=100.0, bars_per_year=365.0)
+    assert tuple(result.metrics) == METRICS
 
 
 def test_every_metric_on_a_single_losing_round_trip() -> None:
