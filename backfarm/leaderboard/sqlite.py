@@ -118,18 +118,9 @@ class SQLiteStore(ResultStore):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; ``IMMEDIATE`` takes the write lock up front, so no reader-turned-writer deadlocks."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise TemporaryError(f"the result store {self.path} is busy: {exc}") from None
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        """One write transaction (see :func:`write_transaction`)."""
+        with write_transaction(self._db, self._lock, f"the result store {self.path}") as db:
+            yield db
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -321,6 +312,23 @@ _SWEEP = """SELECT s.sweep_id, s.created_at, s.spec, s.source,
 def _sweep_info(row: Sequence[Any]) -> SweepInfo:
     sweep_id, created_at, spec, source, total, done, dead = row
     return SweepInfo(sweep_id, created_at, json.loads(spec), source, total, done, dead)
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection, lock: Any, what: str) -> Iterator[sqlite3.Connection]:
+    """One write transaction under ``lock``; ``IMMEDIATE`` takes the write lock up front, so no reader-turned-writer
+    deadlocks. A database still busy after the connection's timeout is a ``TemporaryError`` naming ``what``."""
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise TemporaryError(f"{what} is busy: {exc}") from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 def encode_rows(records: Iterable[ResultRecord]) -> list[tuple[Any, ...]]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from backfarm.errors import BackfarmError, ConfigError, ServiceUnavailable, ValidationError
 from backfarm.leaderboard.keys import DEFAULT_PREFIX, Keys
+from backfarm.leaderboard.sqlite import write_transaction
 from backfarm.paper.accounts import Fill, RoundTrip
 from backfarm.paper.spec import SessionSpec
 
@@ -504,14 +505,8 @@ class SQLiteSessionStore(SessionStore):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with write_transaction(self._db, self._lock, f"the paper session store {self.path}") as db:
+            yield db
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
