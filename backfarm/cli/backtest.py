@@ -96,7 +96,8 @@ def backtest(
     try:
         outcome = run_sweep(request, settings, workers=workers, progress=progress)
     finally:
-        progress.stop()
+        if progress.live.is_started:  # stopping a never-started bar still prints a newline
+            progress.stop()
     wall = time.perf_counter() - started
     stored = outcome.done if outcome.stats.interrupted else outcome.total  # read before _report closes the store
     _report(outcome, top, wall)

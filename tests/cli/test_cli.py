@@ -89,7 +89,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_stored(env: dict[str, str], ar
     code, out, err = invoke(env, "backtest", "--source", "synthetic", *args)
     assert code == 2
     assert message in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     code, out, _ = invoke(env, "sweeps")
     assert "no sweeps yet" in out
 
@@ -169,4 +169,4 @@ def test_real_entry_point_prints_one_line_without_traceback(tmp_path: Path) -> N
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown strategy 'momentumm' (did you mean 'momentum'?)"
+    assert proc.stderr == "error: unknown strategy 'momentumm' (did you mean 'momentum'?)\n"
