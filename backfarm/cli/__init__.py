@@ -18,9 +18,37 @@ from backfarm import __version__
 from backfarm.cli import state
 from backfarm.errors import BackfarmError
 
+GLOBAL_VALUE_OPTIONS = ("--redis", "--data-dir")
+"""Global options that may also be written after the command (``backfarm backtest --redis URL ...``)."""
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options given after the command to the front, so they work in either place."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 2
+            continue
+        if arg.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS and "=" in arg:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
 
 class _Group(TyperGroup):
-    """Root command group: converts backfarm errors into a one-line message and an exit code."""
+    """Root command group: global options anywhere; backfarm errors → a one-line message and an exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args)))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

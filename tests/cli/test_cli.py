@@ -170,3 +170,23 @@ def test_real_entry_point_prints_one_line_without_traceback(tmp_path: Path) -> N
     )
     assert proc.returncode == 2
     assert proc.stderr == "error: unknown strategy 'momentumm' (did you mean 'momentum'?)\n"
+
+
+def test_global_options_also_work_after_the_command(env: dict[str, str], tmp_path: Path) -> None:
+    from backfarm.cli import hoist_global_options
+
+    assert hoist_global_options(["backtest", "--redis", "redis://h:1", "--quick"]) == [
+        "--redis", "redis://h:1", "backtest", "--quick",
+    ]  # fmt: skip
+    assert hoist_global_options(["sweeps", "--data-dir=/x", "--", "--redis"]) == [
+        "--data-dir=/x",
+        "sweeps",
+        "--",
+        "--redis",
+    ]
+    other = tmp_path / "elsewhere"
+    code, _, err = invoke(env, "backtest", "--source", "synthetic", "--quick", "--days", "1", "--data-dir", str(other))
+    assert code == 0, err
+    assert (other / "results.sqlite").exists()
+    code, _, err = invoke(env, "backtest", "--redis", "redis://127.0.0.1:1", "--source", "synthetic", "--quick")
+    assert code == 2 and err.startswith("error: cannot reach Redis at redis://127.0.0.1:1")
