@@ -97,23 +97,17 @@ def root(
 
 
 def _register() -> None:
-    from backfarm.cli import backtest, dashboard, data, farm, leaderboard, strategies
+    from backfarm.cli import backtest, bench, coinbase, dashboard, data, farm, leaderboard, paper, strategies
 
     backtest.register(app)
     leaderboard.register(app)
     farm.register(app)
     dashboard.register(app)
-    from backfarm.cli import bench
-
     bench.register(app)
     app.add_typer(data.app, name="data", help="Candle cache: import, fetch, list.")
     app.add_typer(strategies.app, name="strategies", help="List strategies and check them for lookahead.")
-    from backfarm.cli import coinbase
-
     app.add_typer(coinbase.app, name="coinbase", help="Coinbase: key check, live quotes and the local simulator.")
     app.command("sim", help="Run the Coinbase-compatible simulator (same as `backfarm coinbase sim`).")(coinbase.sim)
-    from backfarm.cli import paper
-
     app.add_typer(paper.app, name="paper", help="Paper trading: live quotes or replayed candles, simulated fills.")
 
 

@@ -51,6 +51,14 @@ def backtest(
     detach: Annotated[
         bool, typer.Option("--detach", help="Farm only: submit, print the sweep id and return without waiting.")
     ] = False,
+    curves: Annotated[
+        bool,
+        typer.Option(
+            "--curves/--no-curves",
+            help="Store each result's equity curve and trades (--no-curves: ~6x smaller results, ~25% faster; "
+            "the dashboard recomputes a curve when one is opened).",
+        ),
+    ] = True,
 ) -> None:
     """Run a sweep: strategies × parameters × symbols × windows. With no options: the 5 built-ins with default
     parameters on BTC/ETH/SOL/LINK/POL-USD over the last 30 days of 1-minute candles (25 backtests)."""
@@ -80,6 +88,7 @@ def backtest(
         capital=capital,
         source=source,
         spec_file=spec,
+        curves=curves,
     )
     settings = state.settings()
     if settings.redis_url:
@@ -99,13 +108,15 @@ def backtest(
         if progress.live.is_started:  # stopping a never-started bar still prints a newline
             progress.stop()
     wall = time.perf_counter() - started
-    stored = outcome.done if outcome.stats.interrupted else outcome.total  # read before _report closes the store
-    _report(outcome, top, wall)
-    if outcome.stats.interrupted:
-        state.err_console.print(
-            f"interrupted: {stored} of {outcome.total} jobs are stored; run the same command again to finish"
-        )
-        raise typer.Exit(code=130)
+    try:
+        _report(outcome, top, wall)
+        if outcome.stats.interrupted:
+            state.err_console.print(
+                f"interrupted: {outcome.done} of {outcome.total} jobs are stored; run the same command again to finish"
+            )
+            raise typer.Exit(code=130)
+    finally:
+        outcome.store.close()
 
 
 def _farm_backtest(request, settings, detach: bool, top: int) -> None:  # type: ignore[no-untyped-def]
@@ -125,14 +136,16 @@ def _farm_backtest(request, settings, detach: bool, top: int) -> None:  # type: 
         return
     with FarmProgressBar() as bar:
         outcome = submit_sweep(request, settings, on_update=bar.update)
-    if outcome.stats.interrupted:
+    try:
+        if outcome.stats.interrupted:
+            state.err_console.print(
+                f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
+                f"follow it with `backfarm status {outcome.sweep_id} --watch`"
+            )
+            raise typer.Exit(code=130)
+        _report(outcome, top, time.perf_counter() - started, farm=True)
+    finally:
         outcome.store.close()
-        state.err_console.print(
-            f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
-            f"follow it with `backfarm status {outcome.sweep_id} --watch`"
-        )
-        raise typer.Exit(code=130)
-    _report(outcome, top, time.perf_counter() - started, farm=True)
 
 
 def _progress() -> Progress:
@@ -174,12 +187,12 @@ def _report(outcome, top: int, wall: float, farm: bool = False) -> None:  # type
         console.print(f"nothing to compute: all {outcome.reused:,} results reused; {wall:.2f} s in total")
     else:
         rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 else 0.0
+        answering = (
+            f", {outcome.workers} worker{'s' if outcome.workers != 1 else ''} answering" if outcome.workers else ""
+        )
         where = (
-            f"on the farm, {outcome.workers} worker{'s' if outcome.workers != 1 else ''} answering"
-            if farm
-            else f"on {outcome.workers} process{'es' if outcome.workers > 1 else ''}"
+            f"on the farm{answering}" if farm else f"on {outcome.workers} process{'es' if outcome.workers > 1 else ''}"
         )
         console.print(
             f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s {where}); {wall:.2f} s in total"
         )
-    store.close()

@@ -32,8 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +45,7 @@ from backfarm.errors import ConfigError, ValidationError
 if TYPE_CHECKING:
     from backfarm.candles.schema import Candles
     from backfarm.config import Settings
+    from backfarm.sweeps.spec import Expansion
     from backfarm.tasks.sweep import SweepRequest
 
 SEEDS_RATE = 7.6
@@ -60,9 +60,10 @@ TARGETS = {
     "vs_vectorbt": 20.0,
     "screen_seconds": 0.5,
     "peak_mb_per_process": 500.0,
-    "scaling_365_vs_30": 1.5 * 365 / 30,
+    "time_growth_vs_linear": 1.5,
 }
-"""The issue's targets (medians on a 2-core machine)."""
+"""The issue's targets (medians on a 2-core machine). ``time_growth_vs_linear``: the longest window's time over the
+shortest's, divided by their ratio of bars (365 days may take at most 1.5 × 365/30 the time of 30)."""
 BACKTESTING_PY_RUNS = 2
 """backtesting.py takes seconds per 30-day backtest: a few parameter sets per repeat are enough for its rate."""
 FARM_TIMEOUT_S = 600.0
@@ -141,28 +142,18 @@ def _json_default(value: object) -> object:
 # --- the plan and the run -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class Plan:
     """What to measure (the command's options, validated)."""
 
-    def __init__(
-        self,
-        repeats: int = 3,
-        days: int = STANDARD_DAYS,
-        symbols: Sequence[str] = STANDARD_SYMBOLS,
-        strategies: str | None = None,
-        scaling: Sequence[int] = (),
-        references: bool = True,
-        farm: bool = False,
-        redis_url: str | None = None,
-    ) -> None:
-        self.repeats = repeats
-        self.days = days
-        self.symbols = tuple(symbols)
-        self.strategies = strategies
-        self.scaling = tuple(scaling)
-        self.references = references
-        self.farm = farm
-        self.redis_url = redis_url
+    repeats: int = 3
+    days: int = STANDARD_DAYS
+    symbols: tuple[str, ...] = STANDARD_SYMBOLS
+    strategies: str | None = None
+    scaling: tuple[int, ...] = ()
+    references: bool = True
+    farm: bool = False
+    redis_url: str | None = None
 
     def request(self, **changes: Any) -> SweepRequest:
         """The standard sweep as a request (grid over every strategy, synthetic candles), with ``changes``."""
@@ -186,13 +177,13 @@ def run_bench(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="backfarm-bench-") as tmp:
         settings = replace(state.settings(), data_dir=Path(tmp), redis_url=None)
-        report: dict[str, Any] = {"machine": _machine(), "config": _config(plan, settings)}
+        report: dict[str, Any] = {"machine": _machine(), "config": _config(plan)}
         started = time.perf_counter()
         warm_up()
         report["warm_up_s"] = time.perf_counter() - started
         progress("generating candles")
-        report["data_s"] = _prepare(plan, settings)
-        report["config"]["jobs"] = _count_jobs(plan, settings)
+        standard, report["data_s"] = _prepare(plan, settings)
+        report["config"]["jobs"] = len(standard.jobs)
         progress("per-core costs")
         report["per_core"] = bench_per_core(plan, settings)
         progress("the seeds' 25-backtest screen")
@@ -203,6 +194,8 @@ def run_bench(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         for workers in counts:
             progress(f"standard sweep, embedded, {workers} worker(s)")
             report["embedded"].append(bench_embedded(plan, settings, workers))
+        progress(f"standard sweep, embedded, {counts[-1]} worker(s), --no-curves")
+        report["embedded_no_curves"] = bench_embedded(plan, settings, counts[-1], curves=False)
         report["memory"] = _memory()
         report["days_scaling"] = bench_scaling(plan, settings, progress) if plan.scaling else None
         report["references"] = bench_references(plan, settings, progress) if plan.references else None
@@ -228,7 +221,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _config(plan: Plan, settings: Settings) -> dict[str, Any]:
+def _config(plan: Plan) -> dict[str, Any]:
     return {
         "repeats": plan.repeats,
         "days": plan.days,
@@ -245,32 +238,26 @@ def _stats(values: Sequence[float]) -> Stats:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
-def _window(days: int) -> tuple[datetime, datetime]:
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return end - timedelta(days=days), end
+def _prepare(plan: Plan, settings: Settings) -> tuple[Expansion, float]:
+    """Generate (and cache) every window the plan reads, as a sweep does before it runs: the standard sweep's
+    expansion, and the seconds it took (kept out of all timings)."""
+    from backfarm.tasks.sweep import build_expansion, prepare_data
+
+    standard = build_expansion(plan.request(), settings)
+    scaling = [build_expansion(plan.request(days=days, symbols=plan.symbols[0]), settings) for days in plan.scaling]
+    started = time.perf_counter()
+    for expansion in [standard, *scaling]:
+        prepare_data(expansion, settings)
+    return standard, time.perf_counter() - started
 
 
-def _load(settings: Settings, symbol: str, days: int) -> Candles:
+def _candles(expansion: Expansion, settings: Settings, symbol: str) -> Candles:
+    """``symbol``'s candles over the expansion's period (cached by :func:`_prepare`), as its jobs read them."""
     from backfarm.candles.load import load_candles
 
-    start, end = _window(days)
-    return load_candles(settings, "synthetic", symbol, "1m", start, end)
-
-
-def _prepare(plan: Plan, settings: Settings) -> float:
-    """Generate (and cache) every window the plan reads; returns the seconds it took (kept out of all timings)."""
-    started = time.perf_counter()
-    for symbol in plan.symbols:
-        _load(settings, symbol, plan.days)
-    for days in plan.scaling:
-        _load(settings, plan.symbols[0], days)
-    return time.perf_counter() - started
-
-
-def _count_jobs(plan: Plan, settings: Settings) -> int:
-    from backfarm.tasks.sweep import build_expansion
-
-    return len(build_expansion(plan.request(), settings).jobs)
+    spec = expansion.spec
+    start, end = expansion.windows[0][0], expansion.windows[-1][1]
+    return load_candles(settings, spec.source, symbol, spec.granularity, start, end)
 
 
 def _fresh_store(settings: Settings) -> None:
@@ -309,9 +296,10 @@ def bench_screen(plan: Plan, settings: Settings) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": _stats(walls), "backtests_per_s": _stats([jobs / w for w in walls])}
 
 
-def bench_embedded(plan: Plan, settings: Settings, workers: int) -> dict[str, Any]:
-    """The standard sweep on the embedded executor with ``workers`` processes, from an empty store each run."""
-    request = plan.request()
+def bench_embedded(plan: Plan, settings: Settings, workers: int, curves: bool = True) -> dict[str, Any]:
+    """The standard sweep on the embedded executor with ``workers`` processes, from an empty store each run
+    (``curves``: as ``backtest --curves/--no-curves``)."""
+    request = plan.request(curves=curves)
     walls, executor, jobs = [], [], 0
     for _ in range(plan.repeats):
         wall, seconds, jobs = timed_sweep(request, settings, workers)
@@ -333,8 +321,8 @@ def bench_per_core(plan: Plan, settings: Settings) -> dict[str, Any]:
     from backfarm.tasks.runner import run_job
     from backfarm.tasks.sweep import build_expansion
 
-    candles = _load(settings, plan.symbols[0], plan.days)
     expansion = build_expansion(plan.request(symbols=plan.symbols[0]), settings)
+    candles = _candles(expansion, settings, plan.symbols[0])
     indicators = Indicators(candles)
     out: dict[str, Any] = {"bars": len(candles), "strategies": {}}
     total_s, total_jobs = 0.0, 0
@@ -423,13 +411,15 @@ def bench_scaling(plan: Plan, settings: Settings, progress: Callable[[str], None
 def bench_references(plan: Plan, settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
     """The SMA-crossover part of the sweep in backfarm, vectorbt and backtesting.py (whichever are installed)."""
     from backfarm.strategies.registry import get_strategy
+    from backfarm.tasks.sweep import build_expansion
 
     strategy = get_strategy(SMA)
     grid = list(strategy.default_grid())
-    data = [_load(settings, symbol, plan.days) for symbol in plan.symbols]
+    expansion = build_expansion(plan.request(strategies=SMA), settings)
+    data = [_candles(expansion, settings, symbol) for symbol in plan.symbols]
     out: dict[str, Any] = {"strategy": SMA, "params": len(grid), "symbols": len(data), "jobs": len(grid) * len(data)}
     progress("references: backfarm on the SMA part")
-    out["backfarm"] = _backfarm_sma(plan, settings, grid, data)
+    out["backfarm"] = _backfarm_sma(plan, settings, expansion, grid, data)
     progress("references: vectorbt")
     out["vectorbt"] = _guard(lambda: _vectorbt_sma(plan, grid, data, out["backfarm"]["trades"]))
     progress("references: backtesting.py")
@@ -456,14 +446,16 @@ def _guard(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"available": False, "reason": f"not installed ({exc.name}); pip install 'backfarm[bench]'"}
 
 
-def _backfarm_sma(plan: Plan, settings: Settings, grid: list[dict[str, Any]], data: list[Candles]) -> dict[str, Any]:
-    """backfarm's SMA part: one process (per core) and all cores (embedded executor), plus its trade counts."""
+def _backfarm_sma(
+    plan: Plan, settings: Settings, expansion: Expansion, grid: list[dict[str, Any]], data: list[Candles]
+) -> dict[str, Any]:
+    """backfarm's SMA part (``expansion``): one process (per core) and all cores (embedded executor), plus its trade
+    counts."""
     from backfarm.strategies.indicators import Indicators
     from backfarm.tasks.runner import run_job
-    from backfarm.tasks.sweep import build_expansion
 
     jobs_of = {symbol: [] for symbol in plan.symbols}  # type: dict[str, list[Any]]
-    for job in build_expansion(plan.request(strategies=SMA), settings).jobs:
+    for job in expansion.jobs:
         jobs_of[job.symbol].append(job)
     trades: list[list[int]] = []
     runs = []
@@ -478,13 +470,13 @@ def _backfarm_sma(plan: Plan, settings: Settings, grid: list[dict[str, Any]], da
             runs.append(time.perf_counter() - started)
         trades = [counts[i : i + len(grid)] for i in range(0, len(counts), len(grid))]
     jobs = len(grid) * len(data)
-    walls = []
+    executor = []
     for _ in range(plan.repeats):
-        wall, seconds, _ = timed_sweep(plan.request(strategies=SMA), settings, None)
-        walls.append(seconds)
+        _, seconds, _ = timed_sweep(plan.request(strategies=SMA), settings, None)
+        executor.append(seconds)
     return {
         "one_process_backtests_per_s": _stats([jobs / s for s in runs]),
-        "embedded_backtests_per_s": _stats([jobs / s for s in walls]),
+        "embedded_backtests_per_s": _stats([jobs / s for s in executor]),
         "trades": trades,
     }
 
@@ -697,10 +689,13 @@ def _farm_run(plan: Plan, settings: Settings, concurrency: int) -> dict[str, Any
         # Warm: every worker process loads its kernels and candles once, as a long-running farm has done.
         _farm_sweep(plan.request(grid=False, fee_bps=_fresh_fee()), settings, store, app)
         _farm_sweep(plan.request(fee_bps=_fresh_fee()), settings, store, app)
-        walls, jobs = [], 0
+        walls, lean, jobs = [], [], 0
         for _ in range(plan.repeats):
             wall, jobs = _farm_sweep(plan.request(fee_bps=_fresh_fee()), settings, store, app)
             walls.append(wall)
+        for _ in range(plan.repeats):
+            wall, jobs = _farm_sweep(plan.request(fee_bps=_fresh_fee(), curves=False), settings, store, app)
+            lean.append(wall)
         peaks = [p for p in (_vm_hwm_mb(pid) for pid in _process_tree(worker.pid)) if p is not None]
     finally:
         store.close()
@@ -711,6 +706,7 @@ def _farm_run(plan: Plan, settings: Settings, concurrency: int) -> dict[str, Any
         "jobs": jobs,
         "backtests_per_s": _stats([jobs / w for w in walls]),
         "seconds": _stats(walls),
+        "no_curves_backtests_per_s": _stats([jobs / w for w in lean]),
         "peak_mb_per_process": max(peaks) if peaks else None,
     }
 
@@ -746,24 +742,19 @@ def _wait_worker(app: Any, name: str, worker: subprocess.Popen[bytes]) -> None:
 
 
 def _farm_sweep(request: SweepRequest, settings: Settings, store: Any, app: Any) -> tuple[float, int]:
-    """Submit a sweep and wait for it with fine-grained polling: (seconds from submit to complete, jobs)."""
+    """Submit a sweep and wait for it as ``backfarm backtest`` does: (seconds from submit to seen complete, jobs)."""
     from backfarm.tasks import farm
     from backfarm.tasks.sweep import build_expansion
 
     expansion = build_expansion(request, settings)
     started = time.perf_counter()
-    sweep_id = farm.submit(expansion, settings, store, app)
-    deadline = time.monotonic() + FARM_TIMEOUT_S
-    while True:
-        info = store.sweep(sweep_id)
-        if info is not None and info.complete:
-            break
-        if time.monotonic() > deadline:
-            raise ConfigError(f"the farm did not finish benchmark sweep {sweep_id} within {FARM_TIMEOUT_S:.0f} s")
-        time.sleep(0.005)
+    sweep_id = farm.submit(expansion, settings, store, app, curves=request.curves)
+    final = farm.wait(sweep_id, settings, store, app, timeout_s=FARM_TIMEOUT_S)
     wall = time.perf_counter() - started
-    if info.dead:
-        raise ConfigError(f"benchmark sweep {sweep_id} has {info.dead} dead jobs")
+    if not final.complete:
+        raise ConfigError(f"the farm did not finish benchmark sweep {sweep_id} within {FARM_TIMEOUT_S:.0f} s")
+    if final.dead:
+        raise ConfigError(f"benchmark sweep {sweep_id} has {final.dead} dead jobs")
     return wall, len(expansion.jobs)
 
 
@@ -849,7 +840,7 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "vs_vectorbt": (report["ratios"].get("vs_vectorbt"), TARGETS["vs_vectorbt"], True),
         "screen_seconds": (report["screen"]["seconds"]["median"], TARGETS["screen_seconds"], False),
         "peak_mb_per_process": (peak, TARGETS["peak_mb_per_process"], False),
-        "time_growth_vs_linear": (growth, 1.5, False),
+        "time_growth_vs_linear": (growth, TARGETS["time_growth_vs_linear"], False),
     }
     return {
         name: {"value": value, "target": target, "met": None if value is None else (value >= target) == higher}
@@ -891,6 +882,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"  {row['workers']} worker(s): {_fmt_stats(row['backtests_per_s'])}; end to end (validation, data, "
             f"manifest) {row['end_to_end_backtests_per_s']['median']:,.0f}/s"
         )
+    lean = report.get("embedded_no_curves")
+    if lean:
+        out(
+            f"  {lean['workers']} worker(s), --no-curves (no equity curves and trades stored): "
+            f"{_fmt_stats(lean['backtests_per_s'])}"
+        )
     mem = report["memory"]
     out(f"  peak memory: parent {_mb(mem['parent_peak_mb'])}, largest pool process {_mb(mem['child_peak_mb'])}")
     _print_scaling(report.get("days_scaling"))
@@ -929,15 +926,15 @@ def _print_references(refs: dict[str, Any] | None) -> None:
     out = state.console.print
     out(f"\n[bold]SMA-crossover part[/] ({refs['params']} params × {refs['symbols']} symbols = {refs['jobs']} jobs):")
     ours = refs["backfarm"]
-    out(f"  backfarm, one process:   {_fmt_stats(ours['one_process_backtests_per_s'])}")
-    out(f"  backfarm, all cores:     {_fmt_stats(ours['embedded_backtests_per_s'])}")
+    out(f"  {'backfarm, one process, results not stored:':<46} {_fmt_stats(ours['one_process_backtests_per_s'])}")
+    out(f"  {'backfarm, embedded executor, results stored:':<46} {_fmt_stats(ours['embedded_backtests_per_s'])}")
     for key, label in (("vectorbt", "vectorbt"), ("backtesting_py", "backtesting.py")):
         row = refs[key]
         if not row.get("available"):
-            out(f"  {label + ':':<24} {row['reason']}")
+            out(f"  {label + ':':<46} {row['reason']}")
             continue
         match = "trade counts match" if row["trades_match"] else f"{row['trade_mismatches']} trade counts differ"
-        out(f"  {label + ' ' + row['version'] + ':':<24} {_fmt_stats(row['backtests_per_s'], '/s', 1)} · {match}")
+        out(f"  {label + ' ' + row['version'] + ':':<46} {_fmt_stats(row['backtests_per_s'], '/s', 1)} · {match}")
 
 
 def _print_farm(farm: dict[str, Any] | None) -> None:
@@ -945,9 +942,10 @@ def _print_farm(farm: dict[str, Any] | None) -> None:
         return
     out = state.console.print
     where = "a private redis-server" if farm["private_redis"] else "the configured Redis"
-    out(f"\n[bold]standard sweep, farm[/] (Celery + {where}, submit to last commit):")
+    out(f"\n[bold]standard sweep, farm[/] (Celery + {where}, submit to seen complete, as `backfarm backtest` waits):")
     for row in farm["runs"]:
         out(
             f"  {row['workers']} worker process(es): {_fmt_stats(row['backtests_per_s'])}; peak "
-            f"{_mb(row['peak_mb_per_process'])} per process"
+            f"{_mb(row['peak_mb_per_process'])} per process; --no-curves "
+            f"{row['no_curves_backtests_per_s']['median']:,.0f}/s"
         )

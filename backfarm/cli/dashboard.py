@@ -10,6 +10,7 @@ import typer
 
 from backfarm.cli import state
 from backfarm.config import redact_url
+from backfarm.dashboard import DEFAULT_CHARTS, DEFAULT_PORT, DEFAULT_REFRESH_S, DEFAULT_ROWS
 from backfarm.errors import ValidationError
 
 
@@ -36,7 +37,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def dashboard(
-    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8888,
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = DEFAULT_PORT,
     host: Annotated[
         str, typer.Option(help="Address to listen on; the default serves this machine only.")
     ] = "127.0.0.1",
@@ -46,7 +47,7 @@ def dashboard(
             help="Require basic auth, user:password (env BACKFARM_DASHBOARD_AUTH).", envvar="BACKFARM_DASHBOARD_AUTH"
         ),
     ] = None,
-    refresh: Annotated[float, typer.Option(help="Seconds between the page's updates.")] = 3.0,
+    refresh: Annotated[float, typer.Option(help="Seconds between the page's updates.")] = DEFAULT_REFRESH_S,
 ) -> None:
     """Serve a read-only web dashboard: leaderboard, sweeps, paper sessions, equity curves (updates itself)."""
     from backfarm.dashboard.paper import PaperSessions
@@ -78,8 +79,8 @@ def report(
     sweep: Annotated[str, typer.Argument(help="Sweep id, a unique prefix, or 'latest'.")],
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
     metric: Annotated[str, typer.Option(help="Metric the rows are ranked by first.")] = "sharpe",
-    rows: Annotated[int, typer.Option(help="Most result rows to include (0 = all).")] = 1000,
-    charts: Annotated[int, typer.Option(help="Equity curves to include (the best rows).")] = 20,
+    rows: Annotated[int, typer.Option(help="Most result rows to include (0 = all).")] = DEFAULT_ROWS,
+    charts: Annotated[int, typer.Option(help="Equity curves to include (the best rows).")] = DEFAULT_CHARTS,
 ) -> None:
     """Write one self-contained HTML report of a sweep (tables and charts; opens offline, makes no requests)."""
     from backfarm.dashboard.report import write_report

@@ -13,6 +13,8 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +30,7 @@ from backfarm.sweeps.spec import split_list
 
 if TYPE_CHECKING:
     from backfarm.leaderboard.store import ResultStore
+    from backfarm.paper.checkpoint import SessionStore
     from backfarm.tasks.farm import Progress as FarmProgress
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -178,18 +181,19 @@ def status(
             return
         app = _app_if_farm(settings)
         try:
-            if not watch:
-                _print_status({**status_report(store, sweep_id, app), "paper": paper_rows(settings)}, fmt)
-                return
-            with Live(console=state.console, auto_refresh=False) as live:
-                while True:
-                    report = {**status_report(store, sweep_id, app), "paper": paper_rows(settings)}
-                    live.update(_status_view(report), refresh=True)
-                    if report["complete"] or report["cancelled"]:
-                        break
-                    time.sleep(interval)
-            if not state.console.is_terminal:
-                state.console.line()  # a terminal gets its newline from Live; a pipe or file does not
+            with _paper_store(settings) as sessions:
+                if not watch:
+                    _print_status({**status_report(store, sweep_id, app), "paper": paper_rows(sessions)}, fmt)
+                    return
+                with Live(console=state.console, auto_refresh=False) as live:
+                    while True:
+                        report = {**status_report(store, sweep_id, app), "paper": paper_rows(sessions)}
+                        live.update(_status_view(report), refresh=True)
+                        if report["complete"] or report["cancelled"]:
+                            break
+                        time.sleep(interval)
+                if not state.console.is_terminal:
+                    state.console.line()  # a terminal gets its newline from Live; a pipe or file does not
         finally:
             if app is not None:
                 from backfarm.workers.app import close_app
@@ -197,25 +201,44 @@ def status(
                 close_app(app)
 
 
-def paper_rows(settings: Any, limit: int = 5) -> list[dict[str, Any]]:
-    """The newest paper sessions (status, progress, worker) for ``status``; empty when there are none."""
+@contextmanager
+def _paper_store(settings: Any) -> Iterator[SessionStore | None]:
+    """The paper session store for ``status``, closed at the end; None when it cannot be opened."""
     from backfarm.paper.checkpoint import open_session_store
 
     try:
         sessions = open_session_store(settings)
+    except Exception:  # noqa: BLE001 - the sweep view must not fail because the paper store is unreadable
+        sessions = None
+    if sessions is None:
+        yield None
+        return
+    with sessions:
+        yield sessions
+
+
+def paper_rows(sessions: SessionStore | None, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest paper sessions (status, progress, worker) for ``status``; empty when there are none.
+
+    Status and bars follow ``backfarm paper status``: "orphaned" for a running session nobody holds, and the bars
+    every account has done.
+    """
+    if sessions is None:
+        return []
+    try:
         infos = sessions.sessions()[:limit]
     except Exception:  # noqa: BLE001 - the sweep view must not fail because the paper store is unreadable
         return []
     rows = []
     for info in infos:
-        cursor = info.cursor or {}
+        done = (info.cursor or {}).get("bars_done") or {}
         rows.append(
             {
                 "session": info.spec.session_id,
-                "status": info.status,
+                "status": "orphaned" if info.orphaned else info.status,
                 "feed": info.spec.feed,
                 "accounts": len(info.spec.strategies) * len(info.spec.symbols),
-                "bar": max((int(v) for v in (cursor.get("bars_done") or {}).values()), default=0),
+                "bar": min((int(v) for v in done.values()), default=0),
                 "worker": info.worker,
                 "error": info.error,
             }

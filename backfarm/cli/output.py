@@ -11,41 +11,15 @@ from typing import Any
 
 from rich.table import Table
 
+from backfarm.formatting import fmt_metric, fmt_params, short_window
 from backfarm.leaderboard.model import METRICS, AggregateRow, ResultRecord, SweepInfo
 
-PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "avg_trade", "exposure"}
 SYNTHETIC_NOTE = "synthetic (generated candles, not market data)"
 
 
 def source_label(source: str) -> str:
     """The source as shown to people; synthetic results always say so."""
     return SYNTHETIC_NOTE if source == "synthetic" else source
-
-
-def fmt_metric(name: str, value: float | int | None) -> str:
-    """A metric for a table cell: percentages for return-like metrics, '—' for undefined."""
-    if value is None:
-        return "—"
-    if name in PERCENT:
-        return (
-            f"{value * 100:+.2f}%"
-            if name in {"total_return", "cagr", "avg_trade", "max_drawdown"}
-            else (f"{value * 100:.1f}%")
-        )
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3f}"
-
-
-def fmt_params(params: dict[str, Any]) -> str:
-    """``fast=10 slow=30``."""
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def short_window(start: str, end: str) -> str:
-    """``2026-10-24→11-23`` style window label."""
-    s, e = start[:10], end[:10]
-    return f"{s}→{e[5:] if e[:4] == s[:4] else e}"
 
 
 def top_table(records: Sequence[ResultRecord], metric: str, title: str, offset: int = 0) -> Table:

@@ -252,7 +252,7 @@ def _summary(info: Any, detail: bool = False) -> dict[str, Any]:
     cursor = info.cursor or {}
     out: dict[str, Any] = {
         "session_id": info.session_id,
-        "status": "orphaned" if info.orphaned else info.status,
+        "status": info.display_status,
         "feed": info.spec.feed,
         "strategies": [name for name, _ in info.spec.strategies],
         "symbols": list(info.spec.symbols),
@@ -263,48 +263,20 @@ def _summary(info: Any, detail: bool = False) -> dict[str, Any]:
         "warnings": cursor.get("warnings", {}),
     }
     if detail:
-        out["accounts"] = account_rows(info)
+        from backfarm.paper.report import account_rows
+
+        out["accounts"] = account_rows(info, time.time())
         out["final"] = info.final
         out["error"] = info.error
         out["notes"] = cursor.get("notes", [])
     return out
 
 
-def account_rows(info: Any) -> list[dict[str, Any]]:
-    """Per account: equity, P&L, trades, position, age of the symbol's last quote (what the live table shows)."""
-    from backfarm.paper.accounts import state_fields
-    from backfarm.paper.report import equity_now
-
-    now = time.time()
-    cursor = info.cursor or {}
-    rows = []
-    for account in info.spec.accounts():
-        fields = state_fields(info.accounts.get(account.key), info.spec.capital)
-        equity = equity_now(info, account.symbol, fields)
-        quote = cursor.get("quotes", {}).get(account.symbol)
-        rows.append(
-            {
-                "account": account.key,
-                "strategy": account.strategy,
-                "params": account.params,
-                "symbol": account.symbol,
-                "equity": equity,
-                "pnl": equity - info.spec.capital,
-                "return": equity / info.spec.capital - 1.0,
-                "trades": int(fields["trades"]),
-                "position": fields["qty"],
-                "pending": bool(fields["pending"]),
-                "quote_age_s": now - quote["received"] if quote else None,
-            }
-        )
-    return rows
-
-
 def session_view(info: Any) -> Group:
     """The session's header, its accounts table and its warnings."""
+    from backfarm.paper.report import account_rows
+
     spec, cursor = info.spec, info.cursor or {}
-    done = cursor.get("bars_done", {})
-    bars = min(done.values()) if done else 0
     state_text = info.status
     if info.orphaned:
         state_text = (
@@ -314,7 +286,7 @@ def session_view(info: Any) -> Group:
         )
     header = Text.from_markup(
         f"paper session [bold]{spec.session_id}[/] · {state_text} · {_describe(spec)} · "
-        f"bar {bars:,}/{spec.window_bars:,}" + (f" · resumed {info.resumes}×" if info.resumes else "")
+        f"bar {info.bars_done:,}/{spec.window_bars:,}" + (f" · resumed {info.resumes}×" if info.resumes else "")
     )
     parts: list[Any] = [header]
     if spec.replay:
@@ -322,7 +294,7 @@ def session_view(info: Any) -> Group:
     table = Table(header_style="bold", title_justify="left")
     for col in ("account", "params", "equity", "P&L", "return", "trades", "position", "quote age"):
         table.add_column(col, justify="left" if col in ("account", "params") else "right")
-    for row in account_rows(info):
+    for row in account_rows(info, time.time()):
         age = row["quote_age_s"]
         table.add_row(
             row["account"],
@@ -354,15 +326,14 @@ def sessions_table(infos: list[Any]) -> Table:
     for col in ("session", "created (UTC)", "feed", "strategies", "symbols", "bars", "status"):
         table.add_column(col, justify="right" if col == "bars" else "left")
     for info in infos:
-        done = (info.cursor or {}).get("bars_done", {})
         table.add_row(
             info.session_id,
             datetime.fromtimestamp(info.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
             info.spec.feed,
             ",".join(name for name, _ in info.spec.strategies),
             ",".join(info.spec.symbols),
-            f"{min(done.values()) if done else 0:,}/{info.spec.window_bars:,}",
-            "orphaned" if info.orphaned else info.status,
+            f"{info.bars_done:,}/{info.spec.window_bars:,}",
+            info.display_status,
         )
     return table
 
@@ -479,14 +450,14 @@ def _recon_table(key: str, r: dict[str, Any], limit: int) -> Table:
 
 
 def _fills_table(key: str, fills: list[dict[str, Any]], total: int) -> Table:
-    from datetime import UTC, datetime
+    from backfarm.candles.cache import from_ns
 
     title = f"{key}: last {len(fills)} of {total} fills"
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in ("time (UTC)", "bar", "side", "qty", "price", "fee", "reason"):
         table.add_column(col, justify="right" if col in ("bar", "qty", "price", "fee") else "left")
     for f in fills:
-        when = datetime.fromtimestamp(f["time_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = from_ns(f["time_ns"]).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
             when, str(f["bar"]), f["side"], f"{f['qty']:.6g}", f"{f['price']:.6g}", f"{f['fee']:.2f}", f["reason"]
         )

@@ -51,8 +51,8 @@ class CdpKey:
         return f"{self.name} ({self.algorithm})"
 
     def __reduce__(self) -> str | tuple[Any, ...]:
-        # Pickling would copy key material into queues or logs: refuse it outright.
-        raise TypeError("CdpKey cannot be pickled (it holds a private key)")
+        # Serialising would copy key material into queues or logs: refuse it outright.
+        raise TypeError("CdpKey cannot be serialised or copied (it holds a private key)")
 
     @classmethod
     def from_pem(cls, name: str, private_key: str) -> CdpKey:

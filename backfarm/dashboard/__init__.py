@@ -19,6 +19,15 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The page, its script and style, and the vendored chart library."""
 ASSETS: tuple[str, ...] = ("index.html", "app.js", "app.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
 
+# Defaults of the server, the report and their commands (here, so the CLI reads them without importing aiohttp).
+DEFAULT_PORT = 8888
+DEFAULT_REFRESH_S = 3.0
+"""Seconds between the page's updates."""
+DEFAULT_ROWS = 1000
+"""Most result rows a report includes."""
+DEFAULT_CHARTS = 20
+"""Equity curves a report includes (of its best rows)."""
+
 
 def check_assets() -> Path:
     """``STATIC_DIR`` if every file the page needs is there, else a :class:`ConfigError` saying what is missing."""

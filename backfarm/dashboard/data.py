@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backfarm.errors import ValidationError, did_you_mean
+from backfarm.formatting import PERCENT
 from backfarm.leaderboard import ranking
 from backfarm.leaderboard.model import (
     LOWER_IS_BETTER,
@@ -31,16 +32,6 @@ MAX_LIMIT = 2000
 """Most rows one leaderboard request may ask for."""
 MAX_CURVES = 20
 """Most curves one overlay request may ask for."""
-PERCENT_METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "volatility",
-    "max_drawdown",
-    "win_rate",
-    "avg_trade",
-    "exposure",
-)
-"""Metrics the page shows as percentages (same set as the terminal tables)."""
 FILTER_PARAMS: tuple[str, ...] = ("sweep", "strategy", "symbol", "kind")
 """Filters the page offers (the store supports more: ``granularity``, ``source``, ``start``, ``end``)."""
 
@@ -108,7 +99,7 @@ def row(record: ResultRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "metrics": {m: _clean(record.metrics.get(m)) for m in METRICS},
         "has_curve": "equity" in record.extra,
-        "session": record.extra.get("session_id") or record.extra.get("session"),
+        "session": record.extra.get("session"),
     }
 
 
@@ -198,7 +189,7 @@ def find_result(store: ResultStore, job_id: str) -> ResultRecord:
     for info in store.sweeps():
         matches.update(j for j in store.manifest(info.sweep_id) if j.startswith(job_id))
     matches.update(r.job_id for r in store.iter_results(Filters(kind="paper")) if r.job_id.startswith(job_id))
-    found = sorted(m for m in matches if store.get(m) is not None) if len(matches) > 1 else sorted(matches)
+    found = sorted(store.existing(matches) if len(matches) > 1 else matches)
     if len(found) > 1:
         shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
         raise ValidationError(f"job id prefix '{job_id}' is ambiguous (matches {shown}); give more characters")
@@ -229,7 +220,7 @@ def meta(store_label: str, refresh_s: float, version: str) -> dict[str, Any]:
         "refresh_s": refresh_s,
         "metrics": list(METRICS),
         "lower_is_better": sorted(LOWER_IS_BETTER),
-        "percent": list(PERCENT_METRICS),
+        "percent": list(PERCENT),
         "kinds": list(KINDS),
         "default_metric": DEFAULT_METRIC,
     }

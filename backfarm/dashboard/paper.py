@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 
+from backfarm.candles.schema import NS_PER_SECOND
 from backfarm.config import Settings
-from backfarm.engine.backtest import Trades
+from backfarm.engine.downsample import downsample_minmax
 from backfarm.engine.kernel import TRADE_COLUMNS
 from backfarm.leaderboard.model import ResultRecord
-from backfarm.paper.accounts import RoundTrip, state_fields
-from backfarm.paper.checkpoint import RedisSessionStore, SessionInfo, SessionStore, SQLiteSessionStore
-from backfarm.paper.report import equity_now
-from backfarm.tasks.artifacts import EXIT_REASONS, downsample_minmax, equity_artifact, trades_artifact
+from backfarm.paper.accounts import RoundTrip
+from backfarm.paper.checkpoint import SESSION_FILE, SessionInfo, SessionStore, open_session_store
+from backfarm.paper.report import account_rows, equity_marks
+from backfarm.tasks.artifacts import EXIT_REASONS, equity_artifact, table_artifact
 
 MAX_SESSIONS = 20
 """Sessions listed (newest first)."""
-NS = 1_000_000_000
 _REASON = {name: code for code, name in enumerate(EXIT_REASONS)}
 
 
@@ -41,10 +41,8 @@ class PaperSessions:
         """The open store, or ``None`` while no session was ever started here (embedded path)."""
         with self._lock:
             if self._store is None:
-                if self.settings.redis_url:
-                    self._store = RedisSessionStore(self.settings.redis_url)
-                elif (path := self.settings.data_dir / "paper.sqlite").exists():
-                    self._store = SQLiteSessionStore(path)
+                if self.settings.redis_url or (self.settings.data_dir / SESSION_FILE).exists():
+                    self._store = open_session_store(self.settings)
             return self._store
 
     def close(self) -> None:
@@ -60,36 +58,19 @@ def _finite(value: float) -> float | None:
 
 
 def accounts(info: SessionInfo, now: float) -> list[dict[str, Any]]:
-    """Per account: equity at the latest price, P&L, return, trades, position and the age of its last quote."""
-    cursor, capital, rows = info.cursor or {}, info.spec.capital, []
-    for account in info.spec.accounts():
-        fields = state_fields(info.accounts.get(account.key), capital)
-        equity = equity_now(info, account.symbol, fields)
-        quote = cursor.get("quotes", {}).get(account.symbol)
-        rows.append(
-            {
-                "account": account.key,
-                "strategy": account.strategy,
-                "params": account.params,
-                "symbol": account.symbol,
-                "equity": _finite(equity),
-                "pnl": _finite(equity - capital),
-                "return": _finite(equity / capital - 1.0),
-                "trades": int(fields["trades"]),
-                "position": fields["qty"],
-                "quote_age_s": now - quote["received"] if quote and "received" in quote else None,
-            }
-        )
-    return rows
+    """Per account (:func:`backfarm.paper.report.account_rows`), with non-finite money values as JSON nulls."""
+    return [
+        {**row, "equity": _finite(row["equity"]), "pnl": _finite(row["pnl"]), "return": _finite(row["return"])}
+        for row in account_rows(info, now)
+    ]
 
 
 def session(info: SessionInfo, now: float) -> dict[str, Any]:
     """One session: identity, status, progress in bars, and its accounts."""
     spec, cursor = info.spec, info.cursor or {}
-    done = cursor.get("bars_done") or {}
     return {
         "session_id": info.session_id,
-        "status": "orphaned" if info.orphaned else info.status,
+        "status": info.display_status,
         "active": info.status in ("queued", "running"),
         "feed": spec.feed,
         "speed": ("max" if spec.speed is None else spec.speed) if spec.replay else None,
@@ -97,7 +78,7 @@ def session(info: SessionInfo, now: float) -> dict[str, Any]:
         "strategies": [name for name, _ in spec.strategies],
         "symbols": list(spec.symbols),
         "capital": spec.capital,
-        "bars_done": min((int(v) for v in done.values()), default=0),
+        "bars_done": info.bars_done,
         "window_bars": spec.window_bars,
         "created_at": info.created_at,
         "updated_at": info.updated_at,
@@ -113,26 +94,12 @@ def sessions(store: SessionStore | None, limit: int = MAX_SESSIONS) -> list[dict
     if store is None:
         return []
     now = time.time()
-    return [session(info, now) for info in store.sessions()[:limit]]
+    newest = (store.get(sid) for sid in store.session_ids()[:limit])  # not every session: only the ones listed
+    return [session(info, now) for info in newest if info is not None]
 
 
 def _marks(store: SessionStore, info: SessionInfo) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per account key: (bar, bar open time in ns, equity at that bar's close) from the session's equity marks."""
-    spec = info.spec
-    by_symbol: dict[int, list[list[Any]]] = {}
-    for row in store.equity(info.session_id):
-        by_symbol.setdefault(int(row[0]), []).append(row)
-    out = {}
-    names = [name for name, _ in spec.strategies]
-    for index, symbol in enumerate(spec.symbols):
-        rows = by_symbol.get(index)
-        if not rows:
-            continue
-        bars = np.array([r[1] for r in rows], dtype=np.int64)
-        ts = np.array([r[2] for r in rows], dtype=np.int64)
-        for k, name in enumerate(names):
-            out[f"{name}@{symbol}"] = (bars, ts, np.array([r[3 + k] for r in rows], dtype=np.float64))
-    return out
+    return equity_marks(info.spec, store.equity(info.session_id))
 
 
 def curves(store: SessionStore | None, session_id: str) -> dict[str, Any] | None:
@@ -144,13 +111,13 @@ def curves(store: SessionStore | None, session_id: str) -> dict[str, Any] | None
     out = []
     for key, (_, ts, equity) in _marks(store, info).items():
         keep = downsample_minmax(equity)
-        out.append({"account": key, "ts": (ts[keep] // NS + dt).tolist(), "equity": equity[keep].tolist()})
+        out.append({"account": key, "ts": (ts[keep] // NS_PER_SECOND + dt).tolist(), "equity": equity[keep].tolist()})
     return {"session_id": session_id, "status": info.status, "capital": info.spec.capital, "curves": out}
 
 
 def record_extra(store: SessionStore | None, record: ResultRecord) -> dict[str, Any] | None:
     """The equity artifact of a paper result, rebuilt from its session's equity marks (``None`` if unavailable)."""
-    session_id = record.extra.get("session") or record.extra.get("session_id")
+    session_id = record.extra.get("session")
     if store is None or not isinstance(session_id, str):
         return None
     info = store.get(session_id)
@@ -158,22 +125,21 @@ def record_extra(store: SessionStore | None, record: ResultRecord) -> dict[str, 
     if info is None or marks is None:
         return None
     bars, ts, equity = marks
-    t0 = int(ts[0] // NS) - int(bars[0]) * info.spec.bar_seconds
+    t0 = int(ts[0] // NS_PER_SECOND) - int(bars[0]) * info.spec.bar_seconds
     key = f"{record.strategy}@{record.symbol}"
     trips = [t for t in store.trades(session_id) if t.account == key]
     return {
         "equity": equity_artifact(equity, t0, info.spec.bar_seconds, bars=bars),
-        "trades": trades_artifact(_trades(trips)),
+        "trades": table_artifact(_trades(trips)),
     }
 
 
-def _trades(trips: list[RoundTrip]) -> Trades:
-    """A session's round trips of one account as the engine's :class:`Trades` columns."""
-    table = np.array(
+def _trades(trips: list[RoundTrip]) -> np.ndarray:
+    """A session's round trips of one account as the engine's float trade table (columns ``TRADE_COLUMNS``)."""
+    return np.array(
         [
             [t.entry_bar, t.exit_bar, t.entry_price, t.exit_price, t.qty, t.pnl, t.ret, _REASON.get(t.exit_reason, 0)]
             for t in trips
         ],
         dtype=np.float64,
     ).reshape(len(trips), len(TRADE_COLUMNS))
-    return Trades.from_table(table)

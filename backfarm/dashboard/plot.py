@@ -19,6 +19,7 @@ import numpy as np
 
 from backfarm.dashboard import font
 from backfarm.errors import DataError, ValidationError
+from backfarm.formatting import fmt_metric, fmt_params, short_window
 from backfarm.leaderboard.model import ResultRecord
 from backfarm.tasks.artifacts import EquityCurve, TradeList, decode_equity, decode_trades
 
@@ -155,27 +156,6 @@ def time_ticks(lo: int, hi: int, count: int = 6) -> tuple[np.ndarray, str]:
     return ticks, ("%Y-%m-%d" if step >= 86400 else "%m-%d %H:%M")
 
 
-def _pct(value: float | int | None, signed: bool = True) -> str:
-    if value is None:
-        return "—"
-    return f"{value * 100:+.2f}%" if signed else f"{value * 100:.1f}%"
-
-
-def _num(value: float | int | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.3f}"
-
-
-def _params(params: dict[str, int | float]) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def _window(start: str, end: str) -> str:
-    s, e = start[:10], end[:10]
-    return f"{s}→{e[5:] if e[:4] == s[:4] else e}"
-
-
 def _money(value: float, step: float) -> str:
     return f"{value:,.0f}" if step >= 1 else f"{value:,.2f}"
 
@@ -235,14 +215,14 @@ def _markers(canvas: Canvas, panel: _Panel, curve: EquityCurve, trades: TradeLis
 
 def _titles(canvas: Canvas, record: ResultRecord, trades: TradeList | None) -> None:
     m = record.metrics
-    title = f"{record.strategy} {_params(record.params)} · {record.symbol} {record.granularity}"
-    canvas.text(20, 12, f"{title} · {_window(record.start, record.end)} UTC", TEXT, scale=2)
+    title = f"{record.strategy} {fmt_params(record.params)} · {record.symbol} {record.granularity}"
+    canvas.text(20, 12, f"{title} · {short_window(record.start, record.end)} UTC", TEXT, scale=2)
     parts = [
-        f"return {_pct(m.get('total_return'))}",
-        f"sharpe {_num(m.get('sharpe'))}",
-        f"max dd {_pct(m.get('max_drawdown'))}",
-        f"trades {_num(m.get('trades'))}",
-        f"win rate {_pct(m.get('win_rate'), signed=False)}",
+        f"return {fmt_metric('total_return', m.get('total_return'))}",
+        f"sharpe {fmt_metric('sharpe', m.get('sharpe'))}",
+        f"max dd {fmt_metric('max_drawdown', m.get('max_drawdown'))}",
+        f"trades {fmt_metric('trades', m.get('trades'))}",
+        f"win rate {fmt_metric('win_rate', m.get('win_rate'))}",
         f"job {record.job_id[:12]}",
     ]
     if record.kind == "paper":

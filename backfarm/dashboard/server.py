@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import hmac
 import json
 import logging
@@ -40,7 +39,7 @@ from aiohttp import web
 
 from backfarm import __version__
 from backfarm.config import Settings
-from backfarm.dashboard import STATIC_DIR, check_assets, data
+from backfarm.dashboard import DEFAULT_REFRESH_S, STATIC_DIR, check_assets, data
 from backfarm.dashboard import paper as live_paper
 from backfarm.dashboard.paper import PaperSessions
 from backfarm.dashboard.recompute import with_curve
@@ -50,8 +49,6 @@ from backfarm.leaderboard.store import ResultStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_PORT = 8888
-DEFAULT_REFRESH_S = 3.0
 CACHE_ENTRIES = 256
 SLOW_FACTOR = 10.0
 """A query that took t seconds is reused for at least ``SLOW_FACTOR × t`` (the store spends ≤ ~10% on it)."""
@@ -183,12 +180,8 @@ class Dashboard:
         record = self.store.get(job_id)
         if record is None:
             return None
-        note = None
-        if record.kind == "paper" and "equity" not in record.extra and self.sessions is not None:
-            rebuilt = live_paper.record_extra(self.sessions.store(), record)
-            record = dataclasses.replace(record, extra={**record.extra, **rebuilt}) if rebuilt else record
-        if self.settings is not None:
-            record, note = with_curve(record, self.settings)
+        sessions = self.sessions.store() if self.sessions is not None else None
+        record, note = with_curve(record, self.settings, sessions=sessions)
         return {**data.detail(record), "curve_note": note}
 
     async def curves(self, request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -46,6 +47,7 @@ from backfarm.errors import DataError, ValidationError
 
 _NO_EQUITY = np.empty(0, dtype=np.float64)
 _NO_TRADES = np.empty((0, len(kernel.TRADE_COLUMNS)), dtype=np.float64)
+_NO_CURVE = np.empty((0, 4), dtype=np.float64)
 _INT_COLUMNS = frozenset({"entry_bar", "exit_bar", "exit_reason"})
 
 
@@ -109,7 +111,19 @@ class BacktestResult:
     final_equity: float
     equity: np.ndarray | None = None
     """Equity marked at every bar's close (the last one after the close-out), when recorded."""
-    trades: Trades | None = None
+    trade_table: np.ndarray | None = None
+    """The closed round trips as the kernel wrote them (one row per trade, columns ``kernel.TRADE_COLUMNS``, all
+    float64), when recorded; :attr:`trades` is the typed view of it."""
+    curve: tuple[np.ndarray, np.ndarray] | None = None
+    """With ``run_backtest(..., curve_points=m)`` on more than m bars, instead of :attr:`equity`: the at most m points
+    of the equity curve that min/max bucketing keeps (see :func:`kernel.curve_buckets`): their bars, ascending, and
+    their equity."""
+
+    @cached_property
+    def trades(self) -> Trades | None:
+        """The closed round trips as typed arrays (built on first use: a sweep's stored artifacts read the table
+        directly, and splitting it costs a tenth of a backtest)."""
+        return None if self.trade_table is None else Trades.from_table(self.trade_table)
 
 
 def _as_array(name: str, values: np.ndarray) -> np.ndarray:
@@ -145,11 +159,6 @@ def _check_scalars(capital: float, bars_per_year: float) -> None:
         raise ValidationError(f"bars per year must be positive and finite, got {bars_per_year}")
 
 
-def _max_trades(exposure: np.ndarray) -> int:
-    """An upper bound on round trips: each one starts with a buy, and every buy needs a change of target."""
-    return max(int(kernel.count_changes(exposure)), 1)
-
-
 _scratch = threading.local()
 
 
@@ -157,8 +166,8 @@ def _trade_table(n: int) -> np.ndarray:
     """A per-thread table with room for every round trip an n-bar run can close, reused from call to call.
 
     A round trip starts with a buy from flat, and a buy happens only at a bar's open, so there are at most n.
-    Reusing one table (instead of sizing a fresh one with :func:`_max_trades`, a full pass over the targets) costs
-    nothing: only the rows the kernel writes are ever touched, and :meth:`Trades.from_table` copies them out.
+    Reusing one table (instead of sizing a fresh one from the number of target changes, a full pass over the
+    targets) costs nothing: only the rows the kernel writes are ever touched, and they are copied out.
     """
     table: np.ndarray | None = getattr(_scratch, "trades", None)
     if table is None or table.shape[0] < n:
@@ -168,24 +177,36 @@ def _trade_table(n: int) -> np.ndarray:
 
 
 def _simulate(
-    prices: tuple[np.ndarray, ...], exposure: np.ndarray, costs: Costs, capital: float, record: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the kernel; returns (accumulators, equity, trade table)."""
+    prices: tuple[np.ndarray, ...],
+    exposure: np.ndarray,
+    costs: Costs,
+    capital: float,
+    record: bool,
+    curve_points: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel; returns (accumulators, equity, trade table, curve buckets).
+
+    With ``record`` and ``curve_points`` below the number of bars, the kernel keeps each bucket's extremes instead
+    of every bar's equity (``equity`` is then empty).
+    """
     n = len(exposure)
     acc = np.empty(kernel.N_SLOTS, dtype=np.float64)
-    equity = np.empty(n, dtype=np.float64) if record else _NO_EQUITY
+    curve, size = _NO_CURVE, 0
+    if record and 0 < curve_points < n:
+        curve, size = kernel.new_curve(n, curve_points)
+    equity = np.empty(n, dtype=np.float64) if record and not size else _NO_EQUITY
     table = _trade_table(n) if record else _NO_TRADES
     stop = (costs.stop_loss_bps or 0.0) / 1e4
     target = (costs.take_profit_bps or 0.0) / 1e4
     open_, high, low, close = prices
     kernel.simulate(
         open_, high, low, close, exposure, costs.buy_markup, costs.sell_markdown, costs.fee, stop, target,
-        float(capital), acc, equity, table, record,
+        float(capital), acc, equity, table, record, curve, size,
     )  # fmt: skip
     if acc[kernel.BAD_BAR] >= 0:
         bar = int(acc[kernel.BAD_BAR])
         raise DataError(f"bar {bar} has a missing, non-positive or non-finite price")
-    return acc, equity, table
+    return acc, equity, table, curve
 
 
 def run_backtest(
@@ -199,21 +220,33 @@ def run_backtest(
     bars_per_year: float,
     *,
     record: bool = False,
+    curve_points: int = 0,
 ) -> BacktestResult:
     """Backtest one target-exposure series on one candle window (see the module docstring for the fill model).
 
     With ``record`` the result also carries the equity curve and the trade list; without it nothing proportional to
-    the number of bars is allocated.
+    the number of bars is allocated. With ``curve_points`` as well (at least 6), a window of more bars keeps only
+    the points of the curve that min/max bucketing keeps (:func:`kernel.curve_buckets`) as
+    :attr:`BacktestResult.curve`: the kernel folds each bar into its bucket as it goes, which is cheaper than
+    writing every bar and scanning them again, and gives exactly the points a bucketing of the full curve gives.
     """
+    if curve_points and curve_points < 6:
+        raise ValidationError(f"curve_points must be at least 6, got {curve_points}")
     prices = _prices(open_, high, low, close)
     n = len(prices[3])
     _check_scalars(capital, bars_per_year)
-    acc, equity, table = _simulate(prices, _exposure(exposure, n), costs, capital, record)
+    acc, equity, table, buckets = _simulate(prices, _exposure(exposure, n), costs, capital, record, curve_points)
     metrics = metrics_from_accumulators(acc, n, capital, bars_per_year)
     final = float(acc[kernel.FINAL_EQUITY])
     if not record:
         return BacktestResult(metrics, final)
-    return BacktestResult(metrics, final, equity, Trades.from_table(table[: int(acc[kernel.TRADES])]))
+    # A copy: the table is this thread's scratch, reused by the next run.
+    trades = table[: int(acc[kernel.TRADES])].copy()
+    if len(buckets):
+        # Bar 0 cannot trade (a fill needs the next bar's open), so its equity is the capital; bar n-1's is final.
+        points = kernel.curve_points(buckets, n, float(capital), final)
+        return BacktestResult(metrics, final, None, trades, points)
+    return BacktestResult(metrics, final, equity, trades)
 
 
 def run_many(
@@ -232,26 +265,6 @@ def run_many(
     _check_scalars(capital, bars_per_year)
     results = []
     for exposure in exposures:
-        acc, _, _ = _simulate(prices, _exposure(exposure, n), costs, capital, False)
+        acc, _, _, _ = _simulate(prices, _exposure(exposure, n), costs, capital, False)
         results.append(metrics_from_accumulators(acc, n, capital, bars_per_year))
     return results
-
-
-def downsample_equity(equity: np.ndarray, max_points: int = 500) -> np.ndarray:
-    """Indices of at most ``max_points`` points of an equity curve that keep its shape for display.
-
-    The first and last points are always kept; the rest is cut into equal buckets and each bucket contributes its
-    minimum and its maximum, so drawdowns and peaks stay visible. Returns sorted, unique int64 indices.
-    """
-    if max_points < 2:
-        raise ValidationError(f"max_points must be at least 2, got {max_points}")
-    values = np.asarray(equity, dtype=np.float64)
-    n = len(values)
-    if n <= max_points:
-        return np.arange(n, dtype=np.int64)
-    buckets = (max_points - 2) // 2
-    picks = [0, n - 1]
-    for chunk in np.array_split(np.arange(1, n - 1), buckets) if buckets else []:
-        window = values[chunk[0] : chunk[-1] + 1]
-        picks += [int(chunk[0] + np.argmin(window)), int(chunk[0] + np.argmax(window))]
-    return np.unique(np.asarray(picks, dtype=np.int64))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from backfarm.errors import ValidationError
@@ -53,5 +53,9 @@ class Costs:
         return self.buy_markup
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (part of the job id)."""
-        return asdict(self)
+        """JSON-ready dict (part of the job id): what ``dataclasses.asdict`` gives for these flat fields, without its
+        deep copy (25 µs a call, and a sweep's submit calls it for every job)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Costs))

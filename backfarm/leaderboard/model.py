@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses for str (ensure_ascii)
@@ -131,13 +132,35 @@ def _json_scalar(value: Any) -> str | None:
     return None
 
 
+def _rounded_text(value: float) -> str | None:
+    """``_json_scalar(round_metric(value))`` for a finite float, in one formatting step instead of three.
+
+    ``f"{value:.12g}"`` is the rounded value's shortest round-trip text (a decimal of at most 12 significant digits
+    is the only one of at most 15 that maps to its double), so it equals ``repr(round_metric(value))`` up to
+    notation: repr writes ``.0`` on whole numbers and uses fixed notation for decimal exponents 12 to 15, where
+    ``%g`` switches to ``e+``. Those cases, subnormal numbers (fewer significant bits, so the uniqueness argument
+    fails) and non-finite values are left to the general path (``None``).
+    """
+    if 0.0 < abs(value) < sys.float_info.min:
+        return None
+    text = f"{value:.12g}"
+    if "n" in text:  # nan, inf
+        return None
+    if "e" in text:
+        return None if 12 <= int(text.partition("e")[2]) <= 15 else text
+    return text if "." in text else text + ".0"
+
+
 def _hash_text(metrics: Mapping[str, Any], candles: object, engine: object) -> str | None:
     """``canonical_json`` of the result-hash payload, built directly (the hash is computed for every result and
     the generic encoder's key sorting dominates its cost); ``None`` when a value needs the generic encoder."""
     parts = []
     try:
         for name, key in _HASH_KEYS:
-            text = _json_scalar(round_metric(metrics.get(name)))
+            value = metrics.get(name)
+            text = _rounded_text(value) if value.__class__ is float else None
+            if text is None:
+                text = _json_scalar(round_metric(value))
             if text is None:
                 return None
             parts.append(key + text)

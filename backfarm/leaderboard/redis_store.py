@@ -44,47 +44,62 @@ CHUNK = 1000
 """Commands per pipeline round trip when reading many keys."""
 
 # KEYS: done, conflicts, conflict-seen, board[1..M], nulls[1..M]
-# ARGV: M, F, now, then per record: result key, job id, result hash, record JSON, M scores ('' = null), F index keys
-# Each record costs one HGET (and one HSET when new); the set and board updates of all the new records are then
-# gathered into one SADD or ZADD per key (a batch's records share most index keys), in chunks that unpack() takes.
+# ARGV: M, F, now, result-key prefix, then groups of records sharing their F index keys: record count, F index keys,
+# then per record its meta (job id, result hash and M scores, tab-separated; '' = null score) and its record JSON.
+# Two arguments per record instead of 4 + M + F: encoding each argument costs the client more than the script pays
+# to split one string. Each record costs one HGET (and one HSET when new); the set and board updates of all the new
+# records are then gathered into one SADD or ZADD per key, in chunks that unpack() takes.
 _PUT = """
-local m, f, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local stride = 4 + m + f
+local m, f, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local inserted, duplicates, conflicts = 0, 0, 0
 local done, boards, nulls, sets, order = {}, {}, {}, {}, {}
 for j = 1, m do boards[j], nulls[j] = {}, {} end
-for i = 4, #ARGV, stride do
-  local key, job, hash = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local stored = redis.call('HGET', key, 'hash')
-  if not stored then
-    redis.call('HSET', key, 'hash', hash, 'json', ARGV[i + 3])
-    done[#done + 1] = job
-    for j = 1, m do
-      local score = ARGV[i + 3 + j]
-      if score == '' then
-        nulls[j][#nulls[j] + 1] = job
-      else
-        local board = boards[j]
-        board[#board + 1] = score
-        board[#board + 1] = job
+local i = 5
+while i <= #ARGV do
+  local count = tonumber(ARGV[i])
+  local indexes = {}
+  for j = 1, f do
+    local index = ARGV[i + j]
+    indexes[j] = index
+    if not sets[index] then
+      sets[index] = {}
+      order[#order + 1] = index
+    end
+  end
+  i = i + 1 + f
+  for _ = 1, count do
+    local meta = {}
+    for token in string.gmatch(ARGV[i] .. '\t', '([^\t]*)\t') do meta[#meta + 1] = token end
+    local job, hash = meta[1], meta[2]
+    local key = prefix .. job
+    local stored = redis.call('HGET', key, 'hash')
+    if not stored then
+      redis.call('HSET', key, 'hash', hash, 'json', ARGV[i + 1])
+      done[#done + 1] = job
+      for j = 1, m do
+        local score = meta[2 + j]
+        if score == '' then
+          nulls[j][#nulls[j] + 1] = job
+        else
+          local board = boards[j]
+          board[#board + 1] = score
+          board[#board + 1] = job
+        end
       end
-    end
-    for j = 1, f do
-      local index = ARGV[i + 3 + m + j]
-      if not sets[index] then
-        sets[index] = {}
-        order[#order + 1] = index
+      for j = 1, f do
+        local members = sets[indexes[j]]
+        members[#members + 1] = job
       end
-      sets[index][#sets[index] + 1] = job
+      inserted = inserted + 1
+    elseif stored == hash then
+      duplicates = duplicates + 1
+    else
+      if redis.call('SADD', KEYS[3], job .. ':' .. hash) == 1 then
+        redis.call('RPUSH', KEYS[2], cjson.encode({job, stored, hash, now}))
+      end
+      conflicts = conflicts + 1
     end
-    inserted = inserted + 1
-  elseif stored == hash then
-    duplicates = duplicates + 1
-  else
-    if redis.call('SADD', KEYS[3], job .. ':' .. hash) == 1 then
-      redis.call('RPUSH', KEYS[2], cjson.encode({job, stored, hash, now}))
-    end
-    conflicts = conflicts + 1
+    i = i + 2
   end
 end
 local function bulk(command, key, items)
@@ -97,7 +112,9 @@ for j = 1, m do
   bulk('ZADD', KEYS[3 + j], boards[j])
   bulk('SADD', KEYS[3 + m + j], nulls[j])
 end
-for _, index in ipairs(order) do bulk('SADD', index, sets[index]) end
+for _, index in ipairs(order) do
+  if #sets[index] > 0 then bulk('SADD', index, sets[index]) end
+end
 return {inserted, duplicates, conflicts}
 """
 
@@ -174,6 +191,13 @@ _MARK_DEAD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
+"""
+
+# KEYS: attempts hash; ARGV: job ids. Returns each job's new attempt count.
+_ATTEMPT_MANY = """
+local counts = {}
+for i, job in ipairs(ARGV) do counts[i] = redis.call('HINCRBY', KEYS[1], job, 1) end
+return counts
 """
 
 # KEYS: manifest, done, dead. done = manifest jobs with a result; dead = manifest jobs given up and still without one.
@@ -262,6 +286,7 @@ class RedisStore(ResultStore):
         self._create_sweep = self._r.register_script(_CREATE_SWEEP)
         self._mark_dead = self._r.register_script(_MARK_DEAD)
         self._progress = self._r.register_script(_PROGRESS)
+        self._attempt_many = self._r.register_script(_ATTEMPT_MANY)
         try:
             self.ping()  # fail fast, with a one-line reason, rather than at the first real command
         except Exception:
@@ -317,6 +342,13 @@ class RedisStore(ResultStore):
         return int(self._r.hincrby(self.keys.attempts(sweep_id), job_id, 1))
 
     @_guarded
+    def attempt_many(self, sweep_id: str, job_ids: Sequence[str]) -> list[int]:
+        """:meth:`attempt` for every job of ``job_ids`` in one step (one command, not a pipeline of one per job)."""
+        if not job_ids:
+            return []
+        return [int(n) for n in self._attempt_many(keys=[self.keys.attempts(sweep_id)], args=list(job_ids))]
+
+    @_guarded
     def attempts(self, sweep_id: str) -> dict[str, int]:
         """Attempt counts of a sweep's jobs (jobs never attempted are absent)."""
         counts = self._r.hgetall(self.keys.attempts(sweep_id))
@@ -343,11 +375,16 @@ class RedisStore(ResultStore):
         if not results:
             return PutReport()
         k = self.keys
-        args: list[Any] = [len(METRICS), len(INDEX_FIELDS), repr(time.time())]
+        groups: dict[tuple[str, ...], list[str]] = {}
         for r in results:
-            args += (k.result(r.job_id), r.job_id, r.result_hash, ranking.record_json(r))
-            args += [_score(r.metrics.get(m)) for m in METRICS]
-            args += [k.index(f, getattr(r, f)) for f in INDEX_FIELDS]
+            if "\t" in r.job_id:  # the script splits each record's meta on tabs
+                raise ValidationError(f"a job id cannot contain a tab: {r.job_id!r}")
+            meta = "\t".join((r.job_id, r.result_hash, *[_score(r.metrics.get(m)) for m in METRICS]))
+            group = groups.setdefault(tuple(k.index(f, getattr(r, f)) for f in INDEX_FIELDS), [])
+            group += (meta, ranking.record_json(r))
+        args: list[Any] = [len(METRICS), len(INDEX_FIELDS), repr(time.time()), k.result("")]
+        for indexes, records in groups.items():
+            args += (len(records) // 2, *indexes, *records)
         keys = [k.done, k.conflicts, k.conflict_seen, *map(k.board, METRICS), *map(k.nulls, METRICS)]
         inserted, duplicates, conflicts = self._put(keys=keys, args=args)
         return PutReport(inserted=int(inserted), duplicates=int(duplicates), conflicts=int(conflicts))

@@ -135,13 +135,7 @@ class SQLiteStore(ResultStore):
 
     def put(self, results: Sequence[ResultRecord]) -> PutReport:
         """Store ``results`` in one transaction (idempotent; conflicts recorded, originals kept)."""
-        return self.put_rows(encode_rows(results))
-
-    def put_rows(self, rows: Sequence[tuple[Any, ...]]) -> PutReport:
-        """:meth:`put` for rows already encoded by :func:`encode_rows`.
-
-        Same rules as ``put``: one transaction, idempotent, conflicts recorded and originals kept.
-        """
+        rows = [_row(record) for record in results]  # encoded before the write lock is taken
         if not rows:
             return PutReport()
         inserted: list[tuple[Any, ...]] = []
@@ -331,17 +325,12 @@ def write_transaction(db: sqlite3.Connection, lock: Any, what: str) -> Iterator[
         db.execute("COMMIT")
 
 
-def encode_rows(records: Iterable[ResultRecord]) -> list[tuple[Any, ...]]:
-    """The ``results`` rows of ``records`` (job id, result hash, record JSON, filter and metric columns): the
-    parameters of the insert, computed without touching the database."""
-    return [_row(record, record.result_hash) for record in records]
-
-
-def _row(record: ResultRecord, result_hash: str) -> tuple[Any, ...]:
-    """The ``results`` row of ``record`` (parameters of ``_INSERT``)."""
+def _row(record: ResultRecord) -> tuple[Any, ...]:
+    """The ``results`` row of ``record`` (parameters of ``_INSERT``: job id, result hash, record JSON, filter and
+    metric columns)."""
     filters = [getattr(record, name) for name in FILTER_COLUMNS]
     metrics = [None if ranking.is_null(v := record.metrics.get(m)) else v for m in METRICS]
-    return (record.job_id, result_hash, ranking.record_json(record), *filters, *metrics)
+    return (record.job_id, record.result_hash, ranking.record_json(record), *filters, *metrics)
 
 
 def _where(filters: Filters | None) -> tuple[str, str, list[Any]]:

@@ -58,11 +58,6 @@ class BarAggregator:
         self.late = 0
         """Quotes that arrived after their bucket had closed (ignored)."""
 
-    @property
-    def in_progress(self) -> bool:
-        """A quote has opened the current bar."""
-        return self._ticks > 0
-
     def add(self, price: float, time_ns: int) -> list[Bar]:
         """Feed one quote; returns the bars it closed (the bar in progress and any empty buckets before its own)."""
         bucket = time_ns - time_ns % self.step

@@ -18,11 +18,10 @@ import math
 import time
 from dataclasses import dataclass
 
+from backfarm.candles.schema import NS_PER_SECOND
 from backfarm.coinbase.quotes import Product, Quote
 from backfarm.engine.costs import Costs
 from backfarm.paper.accounts import Prices, SizeRules
-
-NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class Tick:
             bid=quote.bid,
             ask=quote.ask,
             ref=(quote.bid + quote.ask) / 2.0,
-            time_ns=int(round(stamp.timestamp() * NS)),
+            time_ns=int(round(stamp.timestamp() * NS_PER_SECOND)),
             received=quote.receive_time.timestamp(),
             source=quote.source,
         )
@@ -100,7 +99,7 @@ class Broker:
             return f"no usable book (bid {bid}, ask {ask})"
         if bid >= ask:
             return f"crossed book (bid {bid:g} >= ask {ask:g})"
-        behind = (head_ns - tick.time_ns) / NS
+        behind = (head_ns - tick.time_ns) / NS_PER_SECOND
         if behind > self.stale_after_s:
             return f"stale quote ({behind:.0f} s behind the feed)"
         age = (time.time() if now is None else now) - tick.received

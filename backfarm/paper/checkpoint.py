@@ -36,10 +36,11 @@ from backfarm.leaderboard.sqlite import write_transaction
 from backfarm.paper.accounts import Fill, RoundTrip
 from backfarm.paper.spec import SessionSpec
 
-STATUSES: tuple[str, ...] = ("queued", "running", "finished", "stopped", "failed")
-"""A session's life: queued → running → finished (its duration ended) | stopped (``paper stop``) | failed."""
+# A session's life: queued → running → finished (its duration ended) | stopped (``paper stop``) | failed.
 ACTIVE = frozenset({"queued", "running"})
 DONE = frozenset({"finished", "stopped", "failed"})
+SESSION_FILE = "paper.sqlite"
+"""The embedded session store's file in the data directory."""
 
 
 class LeaseLost(BackfarmError):
@@ -100,6 +101,17 @@ class SessionInfo:
     def orphaned(self) -> bool:
         """Running, but nobody holds its lease: its worker died (a paper worker will resume it)."""
         return self.status == "running" and not self.lease_alive
+
+    @property
+    def display_status(self) -> str:
+        """The status as listed: ``orphaned`` for a running session whose worker died."""
+        return "orphaned" if self.orphaned else self.status
+
+    @property
+    def bars_done(self) -> int:
+        """Bars every symbol has completed (the slowest symbol's count; 0 before the first checkpoint)."""
+        done = (self.cursor or {}).get("bars_done") or {}
+        return min((int(v) for v in done.values()), default=0)
 
 
 class SessionStore(ABC):
@@ -651,4 +663,4 @@ def open_session_store(settings: Any) -> SessionStore:
     """Redis when the settings name a Redis URL, else ``{data_dir}/paper.sqlite``."""
     if settings.redis_url:
         return RedisSessionStore(settings.redis_url)
-    return SQLiteSessionStore(Path(settings.data_dir) / "paper.sqlite")
+    return SQLiteSessionStore(Path(settings.data_dir) / SESSION_FILE)

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from backfarm.candles.schema import NS_PER_SECOND
 from backfarm.coinbase.quotes import Quote
 from backfarm.errors import ServiceUnavailable
 from backfarm.paper.bars import Bar, BarAggregator, BarBuffer
-from backfarm.paper.broker import NS, Broker, Tick
+from backfarm.paper.broker import Broker, Tick
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,6 @@ Event = Tick | BarClosed | Idle
 class Feed(Protocol):
     """What a session reads its market from."""
 
-    synthetic: bool
-    """Quotes are bars' opens (replay): the broker uses the engine's prices and never refuses them."""
-
     def events(self) -> Iterator[Event]:
         """Quotes, closed bars and idle beats until the window ends."""
         ...
@@ -78,8 +76,6 @@ class Feed(Protocol):
 
 class ReplayFeed:
     """Cached candles replayed bar by bar: each bar's open as a quote, then the bar (see the module docstring)."""
-
-    synthetic = True
 
     def __init__(
         self,
@@ -140,7 +136,7 @@ class ReplayFeed:
     def _pace(self, wall0: float, market_ns: int) -> Iterator[Event]:
         """Wait until ``market_ns`` of market time has passed at ``speed`` (idle beats while waiting)."""
         assert self.speed is not None
-        due = wall0 + market_ns / NS / self.speed
+        due = wall0 + market_ns / NS_PER_SECOND / self.speed
         while not self._finish:
             left = due - time.monotonic()
             if left <= 0:
@@ -161,8 +157,6 @@ class QuoteSource(Protocol):
 class LiveFeed:
     """Live quotes aggregated into bars of ``step_ns`` over the window ``[start_ns, end_ns)``."""
 
-    synthetic = False
-
     def __init__(self, quotes: QuoteSource, symbols: Sequence[str], step_ns: int, bars_in_window: int) -> None:
         self.source = quotes
         self.symbols = list(symbols)
@@ -176,7 +170,6 @@ class LiveFeed:
         self._started = False
         self._first: tuple[float, int] | None = None
         self._head: tuple[float, int] | None = None
-        self.quotes = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -227,8 +220,8 @@ class LiveFeed:
             return 0
         wall, head = self._head
         wall0, first = self._first
-        rate = (head - first) / NS / (wall - wall0) if wall - wall0 > 2.0 else 1.0
-        return head + int((time.time() - wall) * max(rate, 1.0) * NS)
+        rate = (head - first) / NS_PER_SECOND / (wall - wall0) if wall - wall0 > 2.0 else 1.0
+        return head + int((time.time() - wall) * max(rate, 1.0) * NS_PER_SECOND)
 
     def _see(self, tick: Tick) -> None:
         now = time.time()
@@ -256,7 +249,6 @@ class LiveFeed:
             if quote.product not in self._aggs:
                 continue
             tick = Tick.from_quote(quote)
-            self.quotes += 1
             self._see(tick)
             if tick.time_ns >= self.end_ns:
                 yield from self._close_all(self.end_ns)

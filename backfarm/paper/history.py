@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from backfarm.candles.cache import from_ns
 from backfarm.candles.load import fill_gaps, get_source, load_candles
-from backfarm.candles.schema import COLUMNS, Candles, granularity_seconds
+from backfarm.candles.schema import COLUMNS, NS_PER_SECOND, Candles, granularity_seconds
 from backfarm.config import Settings
 from backfarm.errors import DataError, UserError
-from backfarm.paper.broker import NS
-from backfarm.paper.spec import iso
+from backfarm.sweeps.jobs import iso
 
 
 def window_candles(settings: Settings, source: str, symbol: str, granularity: str, lo_ns: int, hi_ns: int) -> Candles:
     """Bars with open times in ``[lo_ns, hi_ns)``, gaps filled flat; empty when the window is."""
-    from datetime import UTC, datetime
-
-    step = granularity_seconds(granularity) * NS
+    step = granularity_seconds(granularity) * NS_PER_SECOND
     if hi_ns <= lo_ns:
         return empty_candles(source, symbol, granularity)
-    lo, hi = datetime.fromtimestamp(lo_ns / NS, UTC), datetime.fromtimestamp(hi_ns / NS, UTC)
+    lo, hi = from_ns(lo_ns), from_ns(hi_ns)
     try:
         cached = load_candles(settings, source, symbol, granularity, lo, hi, fetch=False)
         if int(cached.ts[0]) <= lo_ns and int(cached.ts[-1]) >= hi_ns - step:

@@ -16,23 +16,24 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from backfarm.candles.cache import from_ns
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import Candles, bars_per_year
+from backfarm.candles.schema import NS_PER_SECOND, Candles, bars_per_year
 from backfarm.config import Settings
-from backfarm.engine.backtest import downsample_equity, run_backtest
+from backfarm.engine.backtest import run_backtest
+from backfarm.engine.downsample import downsample_minmax
 from backfarm.errors import UserError
 from backfarm.paper.accounts import END, Fill, RoundTrip, state_fields
-from backfarm.paper.broker import NS
 from backfarm.paper.checkpoint import SessionInfo, SessionStore
 from backfarm.paper.history import window_candles
-from backfarm.paper.spec import SessionSpec, iso
+from backfarm.paper.spec import SessionSpec
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
+from backfarm.sweeps.jobs import iso
 
 CURVE_POINTS = 200
 """Points of each account's equity curve in the report (min/max per bucket, so drawdowns stay visible)."""
@@ -40,7 +41,7 @@ _SAME = 1e-12
 """Relative difference below which two prices count as the same (only rounding)."""
 
 
-def build_report(store: SessionStore, session_id: str, settings: Settings, *, reconcile: bool = True) -> dict[str, Any]:
+def build_report(store: SessionStore, session_id: str, settings: Settings) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (the CLI renders it as tables or prints it as JSON)."""
     info = store.get(session_id)
     if info is None:
@@ -72,7 +73,7 @@ def build_report(store: SessionStore, session_id: str, settings: Settings, *, re
             }
         )
     report: dict[str, Any] = {"session": _header(info), "accounts": accounts}
-    if reconcile and info.cursor is not None:
+    if info.cursor is not None:
         report["reconciliation"] = _reconcile_all(info, settings, fills, trades, live_bars)
     return report
 
@@ -89,7 +90,7 @@ def _header(info: SessionInfo) -> dict[str, Any]:
         "granularity": spec.granularity,
         "strategies": {name: params for name, params in spec.strategies},
         "symbols": list(spec.symbols),
-        "window": [iso(_dt(start)) if start else None, iso(_dt(end)) if end else None],
+        "window": [iso(from_ns(start)) if start else None, iso(from_ns(end)) if end else None],
         "bars": cursor.get("bars_done", {}),
         "warmup": spec.warmup_bars(),
         "costs": spec.costs.to_dict(),
@@ -116,22 +117,57 @@ def equity_now(info: SessionInfo, symbol: str, state: dict[str, float]) -> float
     return state["cash"] + held
 
 
-def _curves(spec: SessionSpec, rows: list[list[Any]]) -> dict[str, list[list[float]]]:
-    """Each account's equity marks, downsampled to ``CURVE_POINTS`` as ``[ts_ns, equity]`` pairs."""
+def account_rows(info: SessionInfo, now: float) -> list[dict[str, Any]]:
+    """Per account: equity at the latest price, P&L, return, trades, position, whether an order is pending, and the
+    age of its symbol's last quote at ``now`` (what ``paper status`` and the dashboard show)."""
+    cursor, capital, rows = info.cursor or {}, info.spec.capital, []
+    for account in info.spec.accounts():
+        fields = state_fields(info.accounts.get(account.key), capital)
+        equity = equity_now(info, account.symbol, fields)
+        quote = cursor.get("quotes", {}).get(account.symbol)
+        rows.append(
+            {
+                "account": account.key,
+                "strategy": account.strategy,
+                "params": account.params,
+                "symbol": account.symbol,
+                "equity": equity,
+                "pnl": equity - capital,
+                "return": equity / capital - 1.0,
+                "trades": int(fields["trades"]),
+                "position": fields["qty"],
+                "pending": bool(fields["pending"]),
+                "quote_age_s": now - quote["received"] if quote and "received" in quote else None,
+            }
+        )
+    return rows
+
+
+def equity_marks(spec: SessionSpec, rows: list[list[Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per account key: (bar, bar open time in ns, equity at that bar's close) from a session's equity rows
+    (``SessionStore.equity``: symbol index, bar, open time, then one equity per strategy)."""
     per_symbol: dict[int, list[list[Any]]] = defaultdict(list)
     for row in rows:
         per_symbol[int(row[0])].append(row)
     names = [name for name, _ in spec.strategies]
-    curves = {}
+    marks = {}
     for index, symbol in enumerate(spec.symbols):
-        symbol_rows = per_symbol.get(index, [])
+        symbol_rows = per_symbol.get(index)
         if not symbol_rows:
             continue
+        bars = np.array([r[1] for r in symbol_rows], dtype=np.int64)
         ts = np.array([r[2] for r in symbol_rows], dtype=np.int64)
         for k, name in enumerate(names):
-            values = np.array([r[3 + k] for r in symbol_rows], dtype=np.float64)
-            keep = downsample_equity(values, CURVE_POINTS)
-            curves[f"{name}@{symbol}"] = [[int(ts[i]), float(values[i])] for i in keep]
+            marks[f"{name}@{symbol}"] = (bars, ts, np.array([r[3 + k] for r in symbol_rows], dtype=np.float64))
+    return marks
+
+
+def _curves(spec: SessionSpec, rows: list[list[Any]]) -> dict[str, list[list[float]]]:
+    """Each account's equity marks, downsampled to ``CURVE_POINTS`` as ``[ts_ns, equity]`` pairs."""
+    curves = {}
+    for key, (_, ts, values) in equity_marks(spec, rows).items():
+        keep = downsample_minmax(values, CURVE_POINTS)
+        curves[key] = [[int(ts[i]), float(values[i])] for i in keep]
     return curves
 
 
@@ -155,12 +191,13 @@ def _reconcile_all(
             out["accounts"][symbol] = {"error": str(exc)}
             continue
         missed = _missed_bars(live_bars, symbol, start_ns, spec.bar_ns)
+        closes = _live_closes(live_bars, symbol, start_ns, spec.bar_ns)
+        indicators = Indicators(candles)
         for name, params in spec.strategies:
             key = f"{name}@{symbol}"
-            bt = _backtest(spec, candles, offset, name, params)
+            bt = _backtest(spec, candles, indicators, offset, name, params)
             paper = [t for t in trades if t.account == key]
             account_fills = [f for f in fills if f.account == key]
-            closes = _live_closes(live_bars, symbol, start_ns, spec.bar_ns)
             out["accounts"][key] = reconcile(spec, paper, account_fills, bt, candles, offset, closes, missed)
     out["reference"] = (
         "the replayed candles (identical trades expected)"
@@ -176,15 +213,18 @@ def _reference_candles(
     """Candles from the session's first buffer bar to its last bar, and the index of the first session bar."""
     lo_ns, hi_ns = start_ns - warm * spec.bar_ns, start_ns + bars * spec.bar_ns
     if spec.replay:  # exactly what the replay loaded
-        candles = load_candles(settings, spec.source, symbol, spec.granularity, _dt(lo_ns), _dt(hi_ns))
+        candles = load_candles(settings, spec.source, symbol, spec.granularity, from_ns(lo_ns), from_ns(hi_ns))
     else:
         candles = window_candles(settings, spec.source, symbol, spec.granularity, lo_ns, hi_ns)
     offset = int(np.searchsorted(candles.ts, start_ns))
     return candles, offset
 
 
-def _backtest(spec: SessionSpec, candles: Candles, offset: int, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    exposure = get_strategy(name).exposure(Indicators(candles), dict(params))[offset:]
+def _backtest(
+    spec: SessionSpec, candles: Candles, indicators: Indicators, offset: int, name: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The engine over the session's bars of ``candles`` (``indicators`` are the symbol's, shared by its strategies)."""
+    exposure = get_strategy(name).exposure(indicators, dict(params))[offset:]
     window = candles.slice(offset, len(candles))
     result = run_backtest(
         window.open, window.high, window.low, window.close, exposure, spec.costs, spec.capital,
@@ -218,16 +258,28 @@ def reconcile(
     """
     by_entry = {t["entry_bar"]: t for t in bt["trades"]}
     fills_at = {(f.bar, "end" if f.reason == END else f.side): f for f in fills}
+
+    def row(trip: RoundTrip | None, ref: dict[str, Any] | None) -> dict[str, Any]:
+        """One paper trade and/or its backtest twin (at least one of them is given)."""
+        entry = trip.entry_bar if trip is not None else int(ref["entry_bar"])  # type: ignore[index]
+        return {
+            "entry_bar": entry,
+            "entry_time": iso(from_ns(int(candles.ts[offset + entry]))) if offset + entry < len(candles) else None,
+            "paper": trip.to_dict() if trip is not None else None,
+            "backtest": ref,
+            "attribution": _attribute(spec, trip, ref, fills_at, candles, offset, live_close, missed),
+        }
+
     rows = []
     matched: set[int] = set()
     for trip in paper:
         ref = by_entry.get(trip.entry_bar)
         if ref is not None:
             matched.add(trip.entry_bar)
-        rows.append(_row(spec, trip, ref, fills_at, candles, offset, live_close, missed))
+        rows.append(row(trip, ref))
     for entry, ref in sorted(by_entry.items()):
         if entry not in matched:
-            rows.append(_row(spec, None, ref, fills_at, candles, offset, live_close, missed))
+            rows.append(row(None, ref))
     rows.sort(key=lambda r: r["entry_bar"])
     paper_pnl = sum(t.pnl for t in paper)
     bt_pnl = sum(t["pnl"] for t in bt["trades"])
@@ -239,27 +291,6 @@ def reconcile(
         "backtest_final_equity": bt["final_equity"],
         "rows": rows,
     }
-
-
-def _row(
-    spec: SessionSpec,
-    trip: RoundTrip | None,
-    ref: dict[str, Any] | None,
-    fills_at: dict[tuple[int, str], Fill],
-    candles: Candles,
-    offset: int,
-    live_close: dict[int, float],
-    missed: set[int],
-) -> dict[str, Any]:
-    entry = trip.entry_bar if trip is not None else int(ref["entry_bar"]) if ref else 0
-    row: dict[str, Any] = {
-        "entry_bar": entry,
-        "entry_time": iso(_dt(int(candles.ts[offset + entry]))) if offset + entry < len(candles) else None,
-        "paper": trip.to_dict() if trip is not None else None,
-        "backtest": ref,
-    }
-    row["attribution"] = _attribute(spec, trip, ref, fills_at, candles, offset, live_close, missed)
-    return row
 
 
 def _attribute(
@@ -330,7 +361,7 @@ def _price_cause(
         return f"{text} (last quote mid {mid:+.1f} bps from the candle close, spread {spread:.1f} bps)"
     bar_open = float(candles.open[offset + bar])
     mid_vs_open = (fill.ref / bar_open - 1.0) * 1e4 if bar_open > 0 else math.nan
-    latency = (fill.time_ns - fill.bar_ts) / NS
+    latency = (fill.time_ns - fill.bar_ts) / NS_PER_SECOND
     return (
         f"{text} (quote mid {mid_vs_open:+.1f} bps from the bar open, spread {spread:.1f} bps vs "
         f"{spec.costs.spread_bps:g} modelled; latency {latency:.1f} s after the bar opened)"
@@ -348,7 +379,3 @@ def _signal_cause(bar: int, candles: Candles, offset: int, live_close: dict[int,
             f"decision bar {bar}: live close {live:g} vs candle close {candle:g} ({(live / candle - 1) * 1e4:+.1f} bps)"
         )
     return f"decision bar {bar}: the strategy saw different bars"
-
-
-def _dt(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / NS, UTC)

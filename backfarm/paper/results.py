@@ -8,18 +8,16 @@ store counts as duplicates, not conflicts.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from backfarm.candles.cache import from_ns
 from backfarm.candles.schema import COLUMNS, bars_per_year, checksum_arrays
 from backfarm.config import Settings
 from backfarm.engine import ENGINE_VERSION
 from backfarm.leaderboard.model import ResultRecord, round_metric
-from backfarm.paper.broker import NS
 from backfarm.paper.checkpoint import SessionStore
-from backfarm.paper.spec import iso
 from backfarm.strategies.registry import get_strategy
-from backfarm.sweeps.jobs import short_hash
+from backfarm.sweeps.jobs import iso, short_hash
 
 if TYPE_CHECKING:
     from backfarm.paper.session import SessionOutcome, SessionRunner
@@ -32,7 +30,7 @@ def result_records(runner: SessionRunner) -> list[ResultRecord]:
     """One leaderboard result per account (``kind="paper"``, the session id in ``extra``)."""
     spec = runner.spec
     records = []
-    end = iso(_dt(runner.start_ns + max(runner.bars_done.values(), default=0) * runner.step))
+    end = iso(from_ns(runner.start_ns + max(runner.bars_done.values(), default=0) * runner.step))
     for symbol, slots in runner.slots.items():
         buffer = runner.buffers[symbol]
         lo, hi = runner.offsets[symbol], runner.offsets[symbol] + runner.bars_done[symbol]
@@ -49,7 +47,7 @@ def result_records(runner: SessionRunner) -> list[ResultRecord]:
                     params=dict(slot.spec.params),
                     symbol=symbol,
                     granularity=spec.granularity,
-                    start=iso(_dt(runner.start_ns)),
+                    start=iso(from_ns(runner.start_ns)),
                     end=end,
                     source=spec.source if spec.replay else LIVE_SOURCE,
                     costs=spec.costs.to_dict(),
@@ -86,7 +84,3 @@ def publish(
             results.put(records)
     final = dict(outcome.metrics)
     store.update(runner.spec.session_id, status=outcome.status, finished_at=time.time(), final=final)
-
-
-def _dt(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / NS, UTC)

@@ -31,21 +31,23 @@ from typing import Any
 
 import numpy as np
 
+from backfarm.candles.cache import from_ns, to_ns
 from backfarm.candles.load import load_candles
 from backfarm.candles.schema import bars_per_year
 from backfarm.config import Settings
 from backfarm.errors import DataError, TemporaryError, ValidationError
 from backfarm.paper.accounts import END, REBALANCE, Account, Fill, RoundTrip, SizeRules
 from backfarm.paper.bars import Bar, BarBuffer
-from backfarm.paper.broker import NS, Broker, Tick, size_rules
+from backfarm.paper.broker import Broker, Tick, size_rules
 from backfarm.paper.checkpoint import DONE, Checkpoint, Commit, LeaseLost, SessionStore
 from backfarm.paper.feeds import BarClosed, Feed, LiveFeed, QuoteSource, ReplayFeed
 from backfarm.paper.history import window_candles
 from backfarm.paper.lease import LeaseKeeper, acquire, new_token
 from backfarm.paper.results import publish
 from backfarm.paper.signals import DEFAULT_CHUNK, SymbolSignals
-from backfarm.paper.spec import AccountSpec, SessionSpec, iso
+from backfarm.paper.spec import AccountSpec, SessionSpec
 from backfarm.strategies.registry import get_strategy
+from backfarm.sweeps.jobs import iso, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,6 @@ class SessionOutcome:
     bars: int = 0
     fills: int = 0
     resumed: bool = False
-    seconds: float = 0.0
 
 
 @dataclass
@@ -245,14 +246,12 @@ class SessionRunner:
     def _setup_replay(self, checkpoint: Checkpoint | None) -> ReplayFeed:
         spec = self.spec
         self._build_accounts({})
-        start = datetime.fromisoformat(str(spec.start).replace("Z", "+00:00"))
-        self.start_ns = int(start.timestamp()) * NS
+        self.start_ns = to_ns(parse_iso(str(spec.start)))
         self.end_ns = self.start_ns + spec.window_bars * self.step
         warm = spec.warmup_bars() * self.step
         lengths = self.lengths
         for symbol in spec.symbols:
-            lo = datetime.fromtimestamp((self.start_ns - warm) / NS, UTC)
-            hi = datetime.fromtimestamp(self.end_ns / NS, UTC)
+            lo, hi = from_ns(self.start_ns - warm), from_ns(self.end_ns)
             candles = load_candles(self.settings, spec.source, symbol, spec.granularity, lo, hi)
             offset = int(np.searchsorted(candles.ts, self.start_ns))
             lengths[symbol] = len(candles) - offset
@@ -302,7 +301,6 @@ class SessionRunner:
 
     def run(self) -> SessionOutcome:
         """Set up (or restore), play the feed to its end, commit the final state."""
-        started = time.perf_counter()
         checkpoint = self.store.checkpoint(self.sid)
         try:
             feed = self._setup_replay(checkpoint) if self.spec.replay else self._setup_live(checkpoint)
@@ -315,7 +313,7 @@ class SessionRunner:
         finally:
             if self.feed is not None:
                 self.feed.close()
-        return self._outcome(time.perf_counter() - started)
+        return self._outcome()
 
     def _play(self, feed: Feed) -> None:
         for event in feed.events():
@@ -399,7 +397,7 @@ class SessionRunner:
             buffer.append(bar)
             self._bars.append({"symbol": symbol, **bar.to_dict()})
             if bar.missed:
-                self.notes.append(f"{symbol}: no quotes in the bar at {iso(_dt(bar.ts))} (flat bar)")
+                self.notes.append(f"{symbol}: no quotes in the bar at {iso(from_ns(bar.ts))} (flat bar)")
         close_out = self._close_out_price(symbol) if event.last and not self.spec.replay else None
         slots = self.slots[symbol]
         row: list[Any] = [self.spec.symbols.index(symbol), i, bar.ts]
@@ -528,24 +526,19 @@ class SessionRunner:
 
     # --- results -------------------------------------------------------------------------------------------------
 
-    def _outcome(self, seconds: float) -> SessionOutcome:
+    def _outcome(self) -> SessionOutcome:
         bpy = bars_per_year(self.spec.bar_seconds)
         outcome = SessionOutcome(
             self.sid,
             "stopped" if self.stopped else "finished",
             bars=max(self.bars_done.values(), default=0),
             fills=self.fill_count,
-            seconds=seconds,
         )
         for slots in self.slots.values():
             for slot in slots:
                 outcome.metrics[slot.account.key] = slot.account.metrics(bpy)
                 outcome.final_equity[slot.account.key] = slot.account.final_equity
         return outcome
-
-
-def _dt(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / NS, UTC)
 
 
 # --- live helpers ------------------------------------------------------------------------------------------------

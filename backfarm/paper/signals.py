@@ -33,7 +33,6 @@ class SymbolSignals:
         self.chunk = max(1, chunk)
         self._values: list[np.ndarray] = []
         self._upto = 0
-        self.evaluations = 0
 
     def targets(self, i: int) -> list[float]:
         """Each strategy's target for buffer bar ``i`` (raw exposure values; the account cleans them)."""
@@ -53,4 +52,3 @@ class SymbolSignals:
                 raise ValueError(f"strategy {strategy.name} returned {values.shape} values for {upto} bars")
             self._values.append(values)
         self._upto = upto
-        self.evaluations += 1

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from backfarm.candles.schema import granularity_seconds
+from backfarm.candles.schema import NS_PER_SECOND, granularity_seconds
 from backfarm.engine.costs import Costs
 from backfarm.errors import ValidationError, did_you_mean
 from backfarm.strategies.base import Params
 from backfarm.strategies.registry import get_strategy
+from backfarm.sweeps.jobs import iso, parse_iso
 
 if TYPE_CHECKING:
     from backfarm.config import Settings
@@ -37,7 +38,6 @@ DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_LEASE_S = 10.0
 """How long a runner's claim on a session lasts without renewal; a dead worker's session resumes after this."""
 DEFAULT_CAPITAL = 10_000.0
-_ID = re.compile(r"^p[0-9a-f]{10}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -45,11 +45,6 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def new_session_id() -> str:
     """A fresh random id: ``p`` and 10 hex digits."""
     return "p" + secrets.token_hex(5)
-
-
-def is_session_id(text: str) -> bool:
-    """True for a full session id."""
-    return bool(_ID.match(text))
 
 
 def parse_duration_s(text: str | float) -> float:
@@ -131,7 +126,7 @@ class SessionSpec:
     @property
     def bar_ns(self) -> int:
         """Nanoseconds per bar."""
-        return self.bar_seconds * 1_000_000_000
+        return self.bar_seconds * NS_PER_SECOND
 
     @property
     def window_bars(self) -> int:
@@ -259,18 +254,12 @@ def validate_symbols(spec: SessionSpec, settings: Settings) -> None:
             client.check_product(symbol)
 
 
-def iso(dt: datetime) -> str:
-    """``2026-10-24T00:00:00Z``."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_time(text: str) -> datetime:
     """ISO date or date-time (naive = UTC) → aware datetime; anything else is a ``ValidationError``."""
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_iso(text.strip())
     except ValueError:
         raise ValidationError(f"--from must be an ISO date or date-time (UTC), got {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _replay_start(start: str | datetime | None, duration_s: float, granularity: str, now: datetime | None) -> str:

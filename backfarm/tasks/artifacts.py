@@ -39,12 +39,11 @@ import numpy as np
 from numba import njit
 
 from backfarm.candles.schema import NS_PER_SECOND, Candles
+from backfarm.engine import kernel
 from backfarm.engine.backtest import BacktestResult, Trades
-from backfarm.errors import ValidationError
+from backfarm.engine.downsample import MAX_POINTS, bucket_extremes, picks
 
 FORMAT = 1
-MAX_POINTS = 500
-"""Points kept of an equity curve (first, last, and a min and a max per bucket)."""
 MAX_TRADES = 50
 """Round trips kept per result; more are cut to the largest by absolute P&L (the chart's markers and table)."""
 EXIT_REASONS: tuple[str, ...] = tuple(Trades.names[i] for i in sorted(Trades.names))
@@ -62,83 +61,8 @@ TRADES_LAYOUT: tuple[tuple[str, str], ...] = (
 )
 """Columns of the trades blob, in stored order (each ``k`` values)."""
 _NO_BARS = np.empty(0, dtype=np.int64)
-
-
-def downsample_minmax(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Sorted, unique int64 indices of at most ``max_points`` points that keep the shape of ``values``.
-
-    The first and last points are always kept. The interior is cut into equal buckets (one ``reshape``) plus a
-    shorter tail bucket, and each bucket contributes the index of its minimum and of its maximum.
-    """
-    if max_points < 6:
-        raise ValidationError(f"max_points must be at least 6, got {max_points}")
-    values = _f8(values)
-    return _picks(values, *_bucket_extremes(values, max_points), max_points)
-
-
-def _bucket_extremes(values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """``argmin`` and ``argmax`` within each full bucket (numpy's SIMD scans: the bulk of the work)."""
-    n = len(values)
-    if n <= max_points:
-        return _NO_BARS, _NO_BARS
-    size, full = _buckets(n, max_points)
-    body = values[1 : 1 + full * size].reshape(full, size)
-    return body.argmin(axis=1), body.argmax(axis=1)
-
-
-@njit(cache=True)
-def _buckets(n: int, max_points: int) -> tuple[int, int]:
-    """Size and number of the full buckets over the ``n - 2`` interior points of a curve of ``n > max_points``."""
-    inner = n - 2
-    buckets = (max_points - 2) // 2 - 1  # one bucket's worth of points is reserved for the tail
-    size = -(-inner // buckets)
-    return size, inner // size
-
-
-@njit(cache=True)
-def _extremes(values: np.ndarray, start: int, stop: int) -> tuple[int, int]:
-    """``argmin`` and ``argmax`` of ``values[start:stop]`` as absolute indices, with numpy's rules: the first
-    occurrence wins, and a NaN is both (the first NaN)."""
-    lo = hi = start
-    low = high = values[start]
-    if np.isnan(low):
-        return start, start
-    for i in range(start + 1, stop):
-        v = values[i]
-        if np.isnan(v):
-            return i, i
-        if v < low:
-            low, lo = v, i
-        if v > high:
-            high, hi = v, i
-    return lo, hi
-
-
-@njit(cache=True)
-def _picks(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_points: int) -> np.ndarray:
-    """The indices :func:`downsample_minmax` keeps, given each full bucket's ``argmin``/``argmax`` (relative)."""
-    n = len(values)
-    if n <= max_points:
-        return np.arange(n).astype(np.int64)
-    size, full = _buckets(n, max_points)
-    picks = np.empty(2 * full + 4, dtype=np.int64)
-    picks[0] = 0
-    k = 1
-    for b in range(full + 1):
-        base = 1 + b * size
-        if b < full:
-            low, high = base + lo[b], base + hi[b]
-        elif base < n - 1:  # the tail bucket
-            low, high = _extremes(values, base, n - 1)
-        else:
-            break
-        # Picks arrive sorted; a flat bucket gives argmin == argmax: keep it once.
-        for i in (min(low, high), max(low, high)):
-            if i != picks[k - 1]:
-                picks[k] = i
-                k += 1
-    picks[k] = n - 1
-    return picks[: k + 1]
+if kernel.TRADE_COLUMNS != ("entry_bar", "exit_bar", "entry_price", "exit_price", "qty", "pnl", "ret", "exit_reason"):
+    raise ImportError("the engine's trade table changed its columns: update _pack_table")  # pragma: no cover
 
 
 @njit(cache=True)
@@ -163,26 +87,32 @@ def _put_f4(out: np.ndarray, at: int, values: np.ndarray, rows: np.ndarray) -> i
 
 
 @njit(cache=True)
-def _pack_equity(
-    equity: np.ndarray, lo: np.ndarray, hi: np.ndarray, bars: np.ndarray, numbered: bool
-) -> tuple[np.ndarray, int, int]:
-    """The equity blob's bytes (steps, then float32 values), its rows and its step width (2 or 4 bytes)."""
-    idx = _picks(equity, lo, hi, MAX_POINTS)
-    k = len(idx)
+def _pack_points(bars: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The equity blob's bytes of the points at ``bars`` (ascending) with equity ``values``: the bar steps, then
+    the values as float32; its rows and its step width (2 or 4 bytes)."""
+    k = len(bars)
     steps = np.empty(k, dtype=np.int64)
     prev, top = 0, 0
     for i in range(k):
-        bar = bars[idx[i]] if numbered else idx[i]
-        steps[i] = bar - prev
-        prev = bar
+        steps[i] = bars[i] - prev
+        prev = bars[i]
         top = max(top, steps[i]) if i else steps[i]
     width = 2 if k == 0 or top < 2**16 else 4  # bar steps take 2 bytes unless one reaches 65,536 bars
     out = np.empty(k * (width + 4), dtype=np.uint8)
     at = 0
     for i in range(k):
         at = _put(out, at, steps[i], width)
-    _put_f4(out, at, equity, idx)
+    _put_f4(out, at, values, np.arange(k))
     return out, k, width
+
+
+@njit(cache=True)
+def _pack_equity(
+    equity: np.ndarray, lo: np.ndarray, hi: np.ndarray, bars: np.ndarray, numbered: bool
+) -> tuple[np.ndarray, int, int]:
+    """:func:`_pack_points` of the points :func:`backfarm.engine.downsample.downsample_minmax` keeps of a full curve."""
+    idx = picks(equity, lo, hi, MAX_POINTS)
+    return _pack_points(bars[idx] if numbered else idx, equity[idx])
 
 
 @njit(cache=True)
@@ -190,7 +120,7 @@ def _top_trades(pnl: np.ndarray, max_trades: int) -> np.ndarray:
     """Rows of the ``max_trades`` largest absolute P&Ls in closing order, or an empty array when the choice is not
     unique (a tie across the cut, or a NaN): then ``argpartition`` decides, as it always has."""
     size = np.abs(pnl)
-    cut = np.sort(size)[len(size) - max_trades]
+    cut = np.partition(size, len(size) - max_trades)[len(size) - max_trades]  # the cut value, in O(n)
     above = equal = 0
     for v in size:
         if np.isnan(v):
@@ -241,6 +171,15 @@ def _pack_trades(
     return out, k
 
 
+@njit(cache=True)
+def _pack_table(table: np.ndarray, keep: np.ndarray, max_trades: int) -> tuple[np.ndarray, int]:
+    """:func:`_pack_trades` of the engine's trade table (columns ``kernel.TRADE_COLUMNS``, in that order)."""
+    return _pack_trades(
+        table[:, 0], table[:, 1], table[:, 2], table[:, 3], table[:, 4], table[:, 5], table[:, 6], table[:, 7],
+        keep, max_trades,
+    )  # fmt: skip
+
+
 def _f8(values: np.ndarray) -> np.ndarray:
     """``values`` as contiguous float64, without a copy when they already are."""
     return (
@@ -260,45 +199,46 @@ def equity_artifact(equity: np.ndarray, t0: int, dt: int, bars: np.ndarray | Non
     """
     equity = _f8(equity)
     numbered = bars is not None
-    lo, hi = _bucket_extremes(equity, MAX_POINTS)
-    data, k, width = _pack_equity(equity, lo, hi, _i8(bars) if bars is not None else _NO_BARS, numbered)
-    return {
-        "v": FORMAT,
-        "n": len(equity) if bars is None else int(bars[-1]) + 1,
-        "t0": t0,
-        "dt": dt,
-        "k": k,
-        "iw": width,
-        "data": base64.b64encode(data.data).decode("ascii"),
-    }
+    lo, hi = bucket_extremes(equity, MAX_POINTS)
+    packed = _pack_equity(equity, lo, hi, _i8(bars) if bars is not None else _NO_BARS, numbered)
+    return _equity_dict(packed, len(equity) if bars is None else int(bars[-1]) + 1, t0, dt)
 
 
-def trades_artifact(trades: Trades, max_trades: int = MAX_TRADES) -> dict[str, Any]:
-    """The stored form of a trade list: every round trip, or the ``max_trades`` with the largest absolute P&L."""
-    t = trades
+def points_artifact(bars: np.ndarray, values: np.ndarray, n: int, t0: int, dt: int) -> dict[str, Any]:
+    """:func:`equity_artifact` of a curve of ``n`` bars already cut to its kept points (``BacktestResult.curve``)."""
+    return _equity_dict(_pack_points(_i8(bars), _f8(values)), n, t0, dt)
 
-    def pack(keep: np.ndarray) -> tuple[np.ndarray, int]:
-        # The columns go as they are (Trades.from_table gives int64 and strided float64 ones): converting or
-        # stacking them first would cost more numpy calls than the whole packing.
-        return _pack_trades(
-            t.entry_bar, t.exit_bar, t.entry_price, t.exit_price, t.qty, t.pnl, t.ret, t.exit_reason, keep, max_trades
-        )
 
-    data, k = pack(_NO_BARS)
-    if k < 0:  # a tie across the cut (or a NaN): argpartition picks, as it always has
-        data, k = pack(np.sort(np.argpartition(-np.abs(t.pnl), max_trades - 1)[:max_trades]).astype(np.int64))
-    return {"v": FORMAT, "n": len(trades), "k": k, "data": base64.b64encode(data.data).decode("ascii")}
+def _equity_dict(packed: tuple[np.ndarray, int, int], n: int, t0: int, dt: int) -> dict[str, Any]:
+    data, k, width = packed
+    return {"v": FORMAT, "n": n, "t0": t0, "dt": dt, "k": k, "iw": width, "data": base64.b64encode(data.data).decode()}
 
 
 def artifacts(result: BacktestResult, candles: Candles) -> dict[str, Any]:
-    """``extra`` for a recorded backtest (``run_backtest(..., record=True)``); ``{}`` when nothing was recorded."""
-    if result.equity is None or result.trades is None:
+    """``extra`` for a recorded backtest (``run_backtest(..., record=True)``, with ``curve_points=MAX_POINTS`` for
+    the cheaper curve); ``{}`` when nothing was recorded."""
+    if result.trade_table is None:
         return {}
     t0 = int(candles.ts[0]) // NS_PER_SECOND
-    return {
-        "equity": equity_artifact(result.equity, t0, candles.bar_seconds),
-        "trades": trades_artifact(result.trades),
-    }
+    if result.curve is not None:
+        equity = points_artifact(*result.curve, len(candles), t0, candles.bar_seconds)
+    elif result.equity is not None:
+        equity = equity_artifact(result.equity, t0, candles.bar_seconds)
+    else:
+        return {}
+    return {"equity": equity, "trades": table_artifact(result.trade_table)}
+
+
+def table_artifact(table: np.ndarray, max_trades: int = MAX_TRADES) -> dict[str, Any]:
+    """The stored form of the engine's trade table (``BacktestResult.trade_table``), read in place: every round
+    trip, or the ``max_trades`` with the largest absolute P&L."""
+    table = np.ascontiguousarray(table, dtype=np.float64)  # the packer converts bars and codes back exactly
+    data, k = _pack_table(table, _NO_BARS, max_trades)
+    if k < 0:  # a tie across the cut (or a NaN): argpartition picks
+        pnl = table[:, kernel.TRADE_COLUMNS.index("pnl")]
+        keep = np.sort(np.argpartition(-np.abs(pnl), max_trades - 1)[:max_trades]).astype(np.int64)
+        data, k = _pack_table(table, keep, max_trades)
+    return {"v": FORMAT, "n": len(table), "k": k, "data": base64.b64encode(data.data).decode("ascii")}
 
 
 def _columns(art: Any, layout: tuple[tuple[str, str], ...]) -> dict[str, np.ndarray] | None:

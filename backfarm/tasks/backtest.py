@@ -20,6 +20,7 @@ dropped without running anything.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,10 @@ FAILURE_RETRY_S = 1.0
 
 class FarmKeys(Keys):
     """The store's key names plus the few the farm adds, under the same prefix."""
+
+    def progress_channel(self, sweep_id: str) -> str:
+        """Pub/sub channel a worker publishes to after each batch it commits, so waiting clients wake at once."""
+        return self._key("progress", sweep_id)
 
     def cancelled(self, sweep_id: str) -> str:
         """String set when a sweep is cancelled: its batches are skipped."""
@@ -104,9 +109,6 @@ def register(app: Celery) -> Task:
     return app.task(  # type: ignore[no-any-return]
         name=BATCH_TASK,
         bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        ignore_result=True,
         max_retries=None,
     )(batch_task)
 
@@ -123,14 +125,26 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
     try:
         ctx = lifecycle.context(self.app.backfarm_settings)
         report = process_batch(ctx, sweep_id, decoded)
+        _announce(ctx, sweep_id, report, self.request.hostname)
     except TemporaryError as exc:
         countdown = min(30.0, 2.0 ** min(self.request.retries, 5))
         log.warning("batch %s of sweep %s: %s; retrying in %.0f s", decoded.batch_id, sweep_id, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown, max_retries=TEMPORARY_RETRIES) from None
     if report.retry:
-        rest = Batch(tuple(report.retry)).to_dict()
+        rest = Batch(tuple(report.retry), curves=decoded.curves).to_dict()
         raise self.retry(args=(sweep_id, rest), countdown=FAILURE_RETRY_S, max_retries=None)
     return report.summary()
+
+
+def _announce(ctx: WorkerContext, sweep_id: str, report: BatchReport, worker: str | None) -> None:
+    """Tell clients waiting on the sweep that it moved, and which worker moved it (a hint: they also poll, so a lost
+    message costs nothing)."""
+    if report.computed or report.dead:
+        message = json.dumps({"worker": worker or socket.gethostname(), "jobs": report.computed + report.dead})
+        try:
+            ctx.store.client.publish(FarmKeys(ctx.store.keys.prefix).progress_channel(sweep_id), message)
+        except redis.RedisError as exc:
+            log.debug("could not announce progress of sweep %s: %s", sweep_id, exc)
 
 
 def process_batch(ctx: WorkerContext, sweep_id: str, batch: Batch) -> BatchReport:
@@ -154,28 +168,25 @@ def process_batch(ctx: WorkerContext, sweep_id: str, batch: Batch) -> BatchRepor
         log.info("batch %s of sweep %s: all %d jobs done already", batch.batch_id, sweep_id, len(ids))
         return report
     if all(n == 0 for _, n in todo):
-        _run_bulk(ctx, keys, sweep_id, [job for job, _ in todo], report)
+        _run_bulk(ctx, sweep_id, [job for job, _ in todo], report, batch.curves)
     else:
         report.mode = "careful"
-        _run_careful(ctx, sweep_id, [job for job, _ in todo], report)
+        _run_careful(ctx, sweep_id, [job for job, _ in todo], report, batch.curves)
     return report
 
 
-def _run_bulk(ctx: WorkerContext, keys: FarmKeys, sweep_id: str, jobs: Sequence[Job], report: BatchReport) -> None:
+def _run_bulk(ctx: WorkerContext, sweep_id: str, jobs: Sequence[Job], report: BatchReport, curves: bool) -> None:
     """First delivery: count every job once, run them together, commit them in one step."""
-    with redis_errors():
-        pipe = ctx.store.client.pipeline(transaction=False)
-        for job in jobs:
-            pipe.hincrby(keys.attempts(sweep_id), job.job_id, 1)
-        counts = dict(zip((j.job_id for j in jobs), map(int, pipe.execute()), strict=True))
-    outcome = _run(ctx, Batch(tuple(jobs)))
+    ids = [job.job_id for job in jobs]
+    counts = dict(zip(ids, ctx.store.attempt_many(sweep_id, ids), strict=True))
+    outcome = _run(ctx, Batch(tuple(jobs), curves=curves))
     if outcome.results:
         ctx.store.put(outcome.results)
     report.computed += len(outcome.results)
     _failures(ctx, sweep_id, jobs, outcome.failed, counts, report)
 
 
-def _run_careful(ctx: WorkerContext, sweep_id: str, jobs: Sequence[Job], report: BatchReport) -> None:
+def _run_careful(ctx: WorkerContext, sweep_id: str, jobs: Sequence[Job], report: BatchReport, curves: bool) -> None:
     """Redelivery: one job at a time, counted right before it runs and committed right after."""
     cap = ctx.settings.max_attempts
     for job in jobs:
@@ -192,7 +203,7 @@ def _run_careful(ctx: WorkerContext, sweep_id: str, jobs: Sequence[Job], report:
             report.dead += 1
             log.error("sweep %s job %s is dead: %s", sweep_id, job.job_id, reason)
             continue
-        outcome = _run(ctx, Batch((job,)))
+        outcome = _run(ctx, Batch((job,), curves=curves))
         if outcome.results:
             ctx.store.put(outcome.results)
         report.computed += len(outcome.results)

@@ -9,6 +9,8 @@ idempotently.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -19,11 +21,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError
-from backfarm.leaderboard.model import SweepInfo, SweepRecord
-from backfarm.sweeps.jobs import Batch, Job, iso, make_batches
+from backfarm.leaderboard.model import SweepInfo
+from backfarm.sweeps.jobs import Batch, Job, make_batches
 from backfarm.sweeps.spec import Expansion, SweepSpec, expand
 from backfarm.tasks.backtest import FarmKeys, redis_errors
+from backfarm.tasks.sweep import sweep_record
 from backfarm.workers.app import BACKTEST_QUEUE, BATCH_TASK, DATA_QUEUE, FETCH_TASK, QUEUES, close_app, create_app
 
 if TYPE_CHECKING:
@@ -106,14 +111,6 @@ class _RateWindow:
 # --- building blocks ---------------------------------------------------------------------------------------------
 
 
-def sweep_record(expansion: Expansion) -> SweepRecord:
-    """The manifest entry of a sweep: its spec with the exact period, and every expected job id."""
-    spec = expansion.spec.to_dict()
-    spec["period"] = [iso(expansion.windows[0][0]), iso(expansion.windows[-1][1])]
-    job_ids = tuple(job.job_id for job in expansion.jobs)
-    return SweepRecord(expansion.sweep_id, time.time(), spec, job_ids, expansion.spec.source)
-
-
 def rebuild_expansion(info: SweepInfo) -> Expansion:
     """The jobs of a recorded sweep, regenerated from its stored spec (ids are deterministic, so they must match)."""
     known = {f.name for f in fields(SweepSpec)}
@@ -153,7 +150,11 @@ def enqueue(app: Celery, sweep_id: str, batches: Sequence[Batch]) -> int:
     if not batches:
         return 0
     try:
-        _publish(app, [(BATCH_TASK, [sweep_id, batch.to_dict()], BACKTEST_QUEUE) for batch in batches])
+        _publish(
+            app,
+            [(BATCH_TASK, [sweep_id, batch.to_dict()], BACKTEST_QUEUE) for batch in batches],
+            [f"['{sweep_id}', <batch {batch.batch_id}: {len(batch.jobs)} jobs>]" for batch in batches],
+        )
     except Exception as exc:  # kombu/redis raise many types; the sweep is re-runnable, say so
         if isinstance(exc, (ConfigError, ValidationError)):
             raise
@@ -171,8 +172,13 @@ def enqueue_fetches(app: Celery, expansion: Expansion) -> int:
     return len(keys)
 
 
-def _publish(app: Celery, messages: Sequence[tuple[str, list[Any], str]]) -> None:
+def _publish(
+    app: Celery, messages: Sequence[tuple[str, list[Any], str]], summaries: Sequence[str] | None = None
+) -> None:
     """Send (task name, args, queue) messages through one short-lived connection, in pipelined chunks.
+
+    ``summaries`` are what Flower and the logs show as each task's arguments (Celery would otherwise build a
+    truncated repr of a whole batch, which costs more than sending it).
 
     Not kombu's process-wide connection pool: a pooled connection outlives this call, and a process that forks
     later (the embedded executor) would inherit its socket.
@@ -180,8 +186,9 @@ def _publish(app: Celery, messages: Sequence[tuple[str, list[Any], str]]) -> Non
     with app.connection_for_write() as conn:
         producer = conn.Producer()
         with producer.batch(max_size=PUBLISH_CHUNK):
-            for name, args, queue in messages:
-                app.send_task(name, args=args, queue=queue, producer=producer)
+            for i, (name, args, queue) in enumerate(messages):
+                shown = {"argsrepr": summaries[i], "kwargsrepr": "{}"} if summaries else {}
+                app.send_task(name, args=args, queue=queue, producer=producer, **shown)
 
 
 # --- the client API ----------------------------------------------------------------------------------------------
@@ -234,7 +241,9 @@ def preflight(settings: Settings, timeout_s: float = 3.0) -> None:
         client.close()
 
 
-def submit(expansion: Expansion, settings: Settings, store: RedisStore, app: Celery | None = None) -> str:
+def submit(
+    expansion: Expansion, settings: Settings, store: RedisStore, app: Celery | None = None, curves: bool = True
+) -> str:
     """Record the sweep's manifest and enqueue its missing jobs in batches; returns the sweep id.
 
     A sweep that is already recorded (submitted before, or right now from another shell) is not enqueued again:
@@ -245,7 +254,7 @@ def submit(expansion: Expansion, settings: Settings, store: RedisStore, app: Cel
     from backfarm.tasks.data import REMOTE_SOURCES
 
     sweep_id = expansion.sweep_id
-    if not store.create_sweep(sweep_record(expansion)):
+    if not store.create_sweep(sweep_record(expansion, curves)):
         info = _sweep(store, sweep_id)
         lengths = queue_lengths(store)
         idle = lengths[BACKTEST_QUEUE] == 0 and lengths["unacked"] == 0
@@ -260,7 +269,7 @@ def submit(expansion: Expansion, settings: Settings, store: RedisStore, app: Cel
     with _app(settings, app) as celery:
         if expansion.spec.source in REMOTE_SOURCES:
             enqueue_fetches(celery, expansion)
-        enqueue(celery, sweep_id, make_batches(todo, farm_batch_size(todo)))
+        enqueue(celery, sweep_id, make_batches(todo, farm_batch_size(todo), curves))
     return sweep_id
 
 
@@ -271,8 +280,9 @@ def reconcile(sweep_id: str, settings: Settings, store: RedisStore, app: Celery 
     if not pending:
         return 0
     jobs = [job for job in rebuild_expansion(info).jobs if job.job_id in pending]
+    curves = info.spec.get("curves", True) is not False  # as submitted (the manifest says so only when off)
     with _app(settings, app) as celery:
-        enqueue(celery, info.sweep_id, make_batches(jobs, farm_batch_size(jobs)))
+        enqueue(celery, info.sweep_id, make_batches(jobs, farm_batch_size(jobs), curves))
     return len(jobs)
 
 
@@ -367,7 +377,7 @@ def _wait(
     reconciled = 0
     seen: set[str] = set()
     lost = False
-    with _Pinger(app) as pinger:
+    with _Pinger(app) as pinger, _Wakeups(store, sweep_id) as wakeups:
         while True:
             now = time.monotonic()
             if pinger.workers is not None:
@@ -380,7 +390,7 @@ def _wait(
             if window.samples and finished != window.samples[-1][1]:
                 last_move = now
             current.rate = window.add(now, finished)
-            current.workers, current.elapsed_s = pinger.workers, now - started
+            current.workers, current.elapsed_s = _known_workers(pinger.workers, wakeups.workers), now - started
             current.queued = queue_lengths(store)[BACKTEST_QUEUE]
             current.finished_here, current.reconciled = finished - baseline, reconciled
             if on_update is not None:
@@ -395,10 +405,71 @@ def _wait(
                 reconciled += count
                 last_move = now
                 lost = False
-            time.sleep(poll_s)
-    if current.workers is None:  # finished before the first ping came back: leaving the block waited for it
-        current.workers = pinger.workers
+            wakeups.wait(poll_s)
+    # The first ping may not have come back yet (it is not waited for): the workers that reported batches count.
+    current.workers = _known_workers(pinger.workers, wakeups.workers)
     return current
+
+
+def _known_workers(answered: list[str] | None, reported: set[str]) -> list[str] | None:
+    """Workers that answered the last ping or reported a batch of this sweep; ``None`` while neither is known."""
+    if answered is None and not reported:
+        return None
+    return sorted(set(answered or ()) | reported)
+
+
+class _Wakeups:
+    """Messages workers publish after each batch of the sweep they commit: the wait loop wakes on them instead of
+    sleeping out its poll interval, so a finished sweep is seen within milliseconds. Polling stays the fallback (a
+    message published while nobody listened is simply gone)."""
+
+    def __init__(self, store: RedisStore, sweep_id: str) -> None:
+        self.channel = FarmKeys(store.keys.prefix).progress_channel(sweep_id)
+        self.store = store
+        self.pubsub: Any = None
+        self.workers: set[str] = set()
+        """Names of the workers whose messages arrived."""
+
+    def __enter__(self) -> _Wakeups:
+        try:
+            self.pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(self.channel)
+        except redis.RedisError as exc:
+            log.debug("progress messages unavailable, polling only: %s", exc)
+            self.pubsub = None
+        return self
+
+    def wait(self, timeout: float) -> None:
+        """Until a message arrives or ``timeout`` passes; then drop any others already waiting."""
+        if self.pubsub is None:
+            time.sleep(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if self._note(self.pubsub.get_message(timeout=left)):
+                    while self._note(self.pubsub.get_message(timeout=0)):
+                        pass
+                    return
+        except redis.RedisError as exc:
+            log.debug("progress messages lost, polling only: %s", exc)
+            self.pubsub = None
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _note(self, message: dict[str, Any] | None) -> bool:
+        """Remember who sent ``message``; False when there was none."""
+        if message is None:
+            return False
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            worker = json.loads(message["data"]).get("worker")
+            if isinstance(worker, str) and worker:
+                self.workers.add(worker)
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.pubsub.close()
 
 
 class _Pinger:
@@ -420,8 +491,9 @@ class _Pinger:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # A ping in flight is not waited for (it takes at least PING_TIMEOUT_S): a short sweep would otherwise end
+        # that much later. The daemon thread finishes it on its own connection; its errors are caught and logged.
         self._stop.set()
-        self._thread.join(timeout=PING_TIMEOUT_S + 2)  # let a ping in flight finish before the app is closed
 
 
 @contextmanager

@@ -6,13 +6,16 @@ parent's memory too: a child takes the next batch *index* from a shared counter,
 (encoding and decoding a job costs more than running half a backtest). Each child keeps the indicators it computes
 per window, and batches are grouped by window and strategy so one process builds each indicator set.
 
+The parent is one of the workers: with N workers it forks N - 1 children and takes batches itself, handling the
+children's messages between its own batches (waiting for them instead would leave a core idle, and every fork copies
+the parent's page tables). A child that has committed everything says so and is left to exit on its own.
+
 Results are committed in transactions of a few hundred rows, or at least every second (most of an insert's cost is
 rewriting the index pages it touches, once per transaction): an interrupt loses at most that much work per process,
-and rerunning the same command computes only what is missing. With the embedded SQLite store each child commits
-its own results through its own connection (WAL mode and a busy timeout let the processes take turns). Only
-counts and failures travel back, so the parent neither decodes nor inserts results and stays off the cores the
-children need; it marks failed jobs dead and reports progress. Any other store gets the records back and the parent
-commits them, one transaction per batch.
+and rerunning the same command computes only what is missing. With the embedded SQLite store every process commits
+its own results through its own connection (WAL mode and a busy timeout let the processes take turns); only counts
+and failures travel back, and the parent marks failed jobs dead and reports progress. Any other store gets the
+children's records back, in the same portions, and the parent commits them.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from backfarm.leaderboard.model import ResultRecord
 from backfarm.leaderboard.sqlite import SQLiteStore
 from backfarm.leaderboard.store import ResultStore
 from backfarm.sweeps.jobs import Batch, Job
-from backfarm.tasks.runner import CandleMemo, run_batch, warm_up
+from backfarm.tasks.runner import BatchOutcome, CandleMemo, run_batch, warm_up
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -86,16 +89,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def batch_size_for(jobs: int, groups: int, workers: int) -> int:
-    """Jobs per batch for :func:`~backfarm.sweeps.jobs.make_batches` (kept for callers that cut batches themselves;
-    this executor plans its own with :func:`plan_batches`)."""
-    per_group = max(1, jobs // max(groups, 1))
-    target_batches = max(workers * 4, groups)
-    size = max(1, (jobs + target_batches - 1) // target_batches)
-    return max(8, min(size, 512, per_group))
-
-
-def plan_batches(jobs: Sequence[Job], workers: int) -> list[Batch]:
+def plan_batches(jobs: Sequence[Job], workers: int, curves: bool = True) -> list[Batch]:
     """Batches for this executor: jobs grouped by window *and strategy*, each group cut into near-equal pieces.
 
     Grouping by strategy means each process computes a strategy's indicators for a window once (two processes
@@ -111,7 +105,7 @@ def plan_batches(jobs: Sequence[Job], workers: int) -> list[Batch]:
     for group in groups.values():
         pieces = math.ceil(len(group) / target)
         cuts = [len(group) * k // pieces for k in range(pieces + 1)]  # sizes differ by at most one
-        batches.extend(Batch(tuple(group[a:b])) for a, b in zip(cuts, cuts[1:], strict=False))
+        batches.extend(Batch(tuple(group[a:b]), curves=curves) for a, b in zip(cuts, cuts[1:], strict=False))
     return batches
 
 
@@ -194,18 +188,36 @@ def _run_inline(
     memo: CandleMemo | None,
 ) -> None:
     memo = memo or CandleMemo(settings)
+    _work_here((run_batch(batch, memo) for batch in batches), _committer(store, sweep_id, stats, on_progress))
+
+
+Commit = Callable[[list[ResultRecord], dict[str, str]], None]
+"""Where :func:`_work_here` hands (results, failures): the parent stores them, a child stores or sends them."""
+
+
+def _committer(store: ResultStore, sweep_id: str | None, stats: RunStats, on_progress: Progress | None) -> Commit:
+    """The parent's :data:`Commit`: :func:`_commit` into ``store``."""
+    return lambda results, failed: _commit(results, failed, store, sweep_id, stats, on_progress)
+
+
+def _work_here(outcomes: Iterator[BatchOutcome], commit: Commit, between: Callable[[], None] | None = None) -> None:
+    """Run batches in this process, committing results in transactions of at least :data:`COMMIT_ROWS` rows or
+    every :data:`COMMIT_EVERY_S` (most of an insert's cost is rewriting the index pages it touches, once per
+    transaction), failures at once; ``between`` runs after each batch."""
     pending: list[ResultRecord] = []
     flushed = time.monotonic()
-    for batch in batches:
-        outcome = run_batch(batch, memo)
+    for outcome in outcomes:
         pending.extend(outcome.results)
         if outcome.failed:
-            _commit(0, outcome.failed, store, sweep_id, stats, on_progress)
+            commit([], outcome.failed)
         if len(pending) >= COMMIT_ROWS or time.monotonic() - flushed >= COMMIT_EVERY_S:
-            _commit(pending, {}, store, sweep_id, stats, on_progress)
+            commit(pending, {})
             pending = []
             flushed = time.monotonic()
-    _commit(pending, {}, store, sweep_id, stats, on_progress)
+        if between is not None:
+            between()
+    if pending:
+        commit(pending, {})
 
 
 def _run_pool(
@@ -218,27 +230,28 @@ def _run_pool(
     on_progress: Progress | None,
     memo: CandleMemo | None,
 ) -> None:
+    """``workers`` processes take batches in turn: ``workers - 1`` forked children and this process itself (which
+    would otherwise sit idle waiting for them, and one fewer fork is one fewer copy of a large address space)."""
     warm_up()  # children forked after this inherit loaded kernels
     store_path = store.path if isinstance(store, SQLiteStore) else None
     shared = _Shared(batches, memo or CandleMemo(settings), store_path)
+    shared.memo.prepare_for_fork()
     context = multiprocessing.get_context("fork")
     counter = context.Value("q", 0)
     children: dict[Connection, BaseProcess] = {}
     try:
-        for _ in range(min(workers, len(batches))):
+        for _ in range(min(workers, len(batches)) - 1):
             reader, writer = context.Pipe(duplex=False)
             child = context.Process(target=_child, args=(shared, counter, writer), daemon=True)
             child.start()  # forked: ``shared`` is inherited, never serialised
             writer.close()
             children[reader] = child
+        receive = _Receiver(children, store, sweep_id, stats, on_progress)
+        commit = _committer(store, sweep_id, stats, on_progress)
+        # The children's progress and errors are handled between this process's own batches.
+        _work_here(_take(shared, counter), commit, lambda: receive(block=False))
         while children:
-            for ready in wait(list(children)):
-                conn = cast(Connection, ready)
-                if not _receive(conn, store, sweep_id, stats, on_progress):
-                    finished = children.pop(conn)
-                    finished.join()
-                    if finished.exitcode:
-                        raise RuntimeError(f"an executor process died (exit code {finished.exitcode})")
+            receive(block=True)
     except BaseException:
         for process in children.values():
             process.terminate()
@@ -247,54 +260,77 @@ def _run_pool(
         raise
 
 
-def _receive(
-    reader: Connection,
-    store: ResultStore,
-    sweep_id: str | None,
-    stats: RunStats,
-    on_progress: Progress | None,
-) -> bool:
-    """Handle one message from a child; False when it has finished (its pipe is closed)."""
-    try:
-        kind, payload, failed = json.loads(reader.recv_bytes())
-    except EOFError:
-        return False
-    if kind == "error":
-        raise _error_from(payload)
-    if kind == "results":
-        payload = [ResultRecord.from_dict(r) for r in payload]
-    _commit(payload, failed, store, sweep_id, stats, on_progress)
-    return True
+class _Receiver:
+    """The parent's side of the children's pipes."""
+
+    def __init__(
+        self,
+        children: dict[Connection, BaseProcess],
+        store: ResultStore,
+        sweep_id: str | None,
+        stats: RunStats,
+        on_progress: Progress | None,
+    ) -> None:
+        self.children = children
+        self.store, self.sweep_id, self.stats, self.on_progress = store, sweep_id, stats, on_progress
+
+    def __call__(self, block: bool) -> None:
+        """Handle every message that is waiting (with ``block``, at least one event); forget finished children."""
+        for ready in wait(list(self.children), timeout=None if block else 0):
+            conn = cast(Connection, ready)
+            self._one(conn)
+            while conn in self.children and conn.poll():  # a "finished" child's pipe is closed and forgotten
+                self._one(conn)
+
+    def _one(self, conn: Connection) -> None:
+        try:
+            kind, payload, failed = json.loads(conn.recv_bytes())
+        except EOFError:  # closed without saying it finished: the process died
+            process = self.children.pop(conn)
+            process.join()
+            raise RuntimeError(f"an executor process died (exit code {process.exitcode})") from None
+        if kind == "error":
+            raise _error_from(payload)
+        if kind == "finished":
+            # Every result is committed: the parent carries on while the process exits (tearing down a large address
+            # space takes ~10 ms); multiprocessing reaps it at the next start or at exit.
+            self.children.pop(conn)
+            conn.close()
+            return
+        if kind == "results":
+            payload = [ResultRecord.from_dict(r) for r in payload]
+        _commit(payload, failed, self.store, self.sweep_id, self.stats, self.on_progress)
 
 
 def _send(conn: Connection, kind: str, payload: object, failed: dict[str, str]) -> None:
-    """Child → parent messages are JSON, like every other message in backfarm (never pickled objects)."""
+    """Child → parent messages are JSON bytes, like every other message in backfarm."""
     conn.send_bytes(json.dumps([kind, payload, failed]).encode())
 
 
+def _take(shared: _Shared, counter: Synchronized[int]) -> Iterator[BatchOutcome]:
+    """Run batches in the order the shared counter hands them out, until none is left."""
+    while (index := _next_index(counter)) < len(shared.batches):
+        yield run_batch(shared.batches[index], shared.memo)
+
+
 def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> None:
-    """A pool process: take batches in order until none is left; commit results in transactions of at least
-    :data:`COMMIT_ROWS` rows (or every :data:`COMMIT_EVERY_S`), since most of an insert's cost is rewriting the
-    index pages it touches, once per transaction."""
+    """A pool process: take batches in order until none is left, committing as :func:`_work_here` does, to the
+    SQLite store itself (the parent hears the counts) or, with any other store, by sending the records."""
     # The parent handles Ctrl-C; children must not die mid-write with a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     store = SQLiteStore(shared.store_path) if shared.store_path is not None else None
-    pending: list[ResultRecord] = []
-    flushed = time.monotonic()
+
+    def commit(results: list[ResultRecord], failed: dict[str, str]) -> None:
+        if store is None:
+            _send(conn, "results", [r.to_dict() for r in results], failed)
+            return
+        if results:
+            store.put(results)
+        _send(conn, "stored", len(results), failed)
+
     try:
-        while (index := _next_index(counter)) < len(shared.batches):
-            outcome = run_batch(shared.batches[index], shared.memo)
-            if store is None:
-                _send(conn, "results", [r.to_dict() for r in outcome.results], outcome.failed)
-                continue
-            pending.extend(outcome.results)
-            if outcome.failed:
-                _send(conn, "stored", 0, outcome.failed)
-            if len(pending) >= COMMIT_ROWS or time.monotonic() - flushed >= COMMIT_EVERY_S:
-                _flush(store, pending, conn)
-                flushed = time.monotonic()
-        if store is not None:
-            _flush(store, pending, conn)
+        _work_here(_take(shared, counter), commit)
+        _send(conn, "finished", 0, {})
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
         _send(conn, "error", {"type": type(exc).__name__, "message": str(exc)}, {})
     finally:
@@ -308,13 +344,6 @@ def _next_index(counter: Synchronized[int]) -> int:
         index = counter.value
         counter.value = index + 1
     return index
-
-
-def _flush(store: SQLiteStore, pending: list[ResultRecord], conn: Connection) -> None:
-    if pending:
-        store.put(pending)
-        _send(conn, "stored", len(pending), {})
-        pending.clear()
 
 
 def _error_from(payload: dict[str, str]) -> BaseException:

@@ -48,9 +48,6 @@ def register(app: Celery) -> Task:
     return app.task(  # type: ignore[no-any-return]
         name=PAPER_TASK,
         bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        ignore_result=True,
         max_retries=None,
     )(session_task)
 

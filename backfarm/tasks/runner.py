@@ -10,7 +10,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from backfarm.leaderboard.model import ResultRecord, round_metric
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import all_strategies, get_strategy
 from backfarm.sweeps.jobs import Batch, Job, parse_iso
-from backfarm.tasks.artifacts import artifacts
+from backfarm.tasks.artifacts import MAX_POINTS, artifacts
 
 DataKey = tuple[str, str, str, str, str]
 
@@ -73,6 +72,12 @@ class CandleMemo:
             self._bytes += entry.nbytes
             self._evict(keep=key)
 
+    def prepare_for_fork(self) -> None:
+        """Compute what every process would otherwise compute for itself (the candles' checksums, which results
+        record) on the entries held now, so forked children inherit them."""
+        for entry in self._entries.values():
+            _ = entry.candles.checksum
+
     def _evict(self, keep: DataKey) -> None:
         while self._bytes > self.max_bytes and len(self._entries) > 1:
             key, entry = next(iter(self._entries.items()))
@@ -100,33 +105,39 @@ def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> B
         if skip and job.job_id in skip:
             continue
         try:
-            outcome.results.append(run_job(job, candles, indicators))
+            outcome.results.append(run_job(job, candles, indicators, curves=batch.curves))
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
             if type(exc).__name__ == "SoftTimeLimitExceeded":
                 raise  # Celery's soft limit: the task must stop now, not record a per-job failure
+            if (interrupt := _interrupt_behind(exc)) is not None:
+                raise interrupt from None
             outcome.failed[job.job_id] = f"{type(exc).__name__}: {exc}"[:500]
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-_COSTS: dict[Costs, dict[str, Any]] = {}
-"""``Costs.to_dict()`` per cost model (a deep-copying ``asdict``): a sweep has one or a few, and every job needs it."""
+def _interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (or exit) hidden behind ``exc``, if any.
+
+    A SIGINT that arrives while a compiled numba function runs surfaces as ``SystemError: CPUDispatcher(...) returned
+    a result with an exception set`` caused by the KeyboardInterrupt; treating that as the job's failure would
+    swallow the interrupt (the run would carry on and mark the job dead).
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 16:
+        if not isinstance(current, Exception):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
-def _costs_dict(costs: Costs) -> dict[str, Any]:
-    """A fresh copy of ``costs.to_dict()`` (records must not share one mutable dict)."""
-    cached = _COSTS.get(costs)
-    if cached is None:
-        if len(_COSTS) > 256:
-            _COSTS.clear()
-        cached = _COSTS[costs] = costs.to_dict()
-    return dict(cached)
-
-
-def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
-    """One backtest: the strategy's exposure through the engine, as a result record."""
+def run_job(job: Job, candles: Candles, indicators: Indicators, curves: bool = True) -> ResultRecord:
+    """One backtest: the strategy's exposure through the engine, as a result record (with its equity curve and
+    trades in ``extra`` when ``curves``)."""
     strategy = get_strategy(job.strategy)
     if strategy.version != job.strategy_version:
         raise ConfigError(
@@ -143,7 +154,8 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         job.costs,
         job.capital,
         bars_per_year(candles.bar_seconds),
-        record=True,  # the equity curve and trades feed the stored artifacts (backfarm.tasks.artifacts)
+        record=curves,  # the equity curve and trades feed the stored artifacts (backfarm.tasks.artifacts)
+        curve_points=MAX_POINTS,  # only the points the stored curve keeps
     )
     return ResultRecord(
         job_id=job.job_id,
@@ -155,7 +167,7 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         start=job.start,
         end=job.end,
         source=job.source,
-        costs=_costs_dict(job.costs),
+        costs=job.costs.to_dict(),
         capital=job.capital,
         metrics={k: round_metric(v) for k, v in result.metrics.items()},
         candles_checksum=candles.checksum,
@@ -163,7 +175,7 @@ def run_job(job: Job, candles: Candles, indicators: Indicators) -> ResultRecord:
         bars=len(candles),
         gaps=candles.gaps,
         created_at=time.time(),
-        extra=artifacts(result, candles),
+        extra=artifacts(result, candles) if curves else {},
     )
 
 
@@ -187,5 +199,8 @@ def warm_up() -> None:
         for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:
             exposure = strategy.exposure(indicators, params)
             run_backtest(open_, high, low, close, exposure, costs, 1000.0, 525600.0)
-            recorded = run_backtest(open_, high, low, close, exposure, Costs(), 1000.0, 525600.0, record=True)
-            artifacts(recorded, candles)  # loads the artifact kernels too
+            for points in (0, 100):  # 400 bars: a full curve, and one cut to 100 points in the kernel
+                recorded = run_backtest(
+                    open_, high, low, close, exposure, Costs(), 1000.0, 525600.0, record=True, curve_points=points
+                )
+                artifacts(recorded, candles)  # loads the artifact kernels too

@@ -52,6 +52,8 @@ class SweepRequest:
     capital: float | None = None
     source: str | None = None
     spec_file: Path | None = None
+    curves: bool = True
+    """Store every result's equity curve and trades (not part of the sweep: the same jobs, stored leaner)."""
 
 
 @dataclass
@@ -123,6 +125,18 @@ def prepare_data(expansion: Expansion, settings: Settings, memo: CandleMemo | No
             memo.put((spec.source, symbol, spec.granularity, iso(start), iso(end)), candles)
 
 
+def sweep_record(expansion: Expansion, curves: bool = True) -> SweepRecord:
+    """The manifest entry of a sweep: its spec with the exact period (and ``"curves": false`` when results keep no
+    curves, so a re-enqueue builds the same kind of results; the sweep id does not depend on it), and every expected
+    job id."""
+    spec = expansion.spec.to_dict()
+    spec["period"] = [iso(expansion.windows[0][0]), iso(expansion.windows[-1][1])]
+    if not curves:
+        spec["curves"] = False
+    job_ids = tuple(job.job_id for job in expansion.jobs)
+    return SweepRecord(expansion.sweep_id, time.time(), spec, job_ids, expansion.spec.source)
+
+
 def run_sweep(
     request: SweepRequest, settings: Settings, workers: int | None = None, progress: Progress | None = None
 ) -> SweepOutcome:
@@ -133,13 +147,11 @@ def run_sweep(
     store = open_store(settings)
     sweep_id = expansion.sweep_id
     job_ids = tuple(j.job_id for j in expansion.jobs)
-    spec = expansion.spec.to_dict()
-    spec["period"] = [iso(expansion.windows[0][0]), iso(expansion.windows[-1][1])]
-    store.create_sweep(SweepRecord(sweep_id, time.time(), spec, job_ids, expansion.spec.source))
+    store.create_sweep(sweep_record(expansion, request.curves))
     existing = store.existing(job_ids)
     todo = [j for j in expansion.jobs if j.job_id not in existing]
     n_workers = workers or default_workers()
-    batches = plan_batches(todo, n_workers)
+    batches = plan_batches(todo, n_workers, curves=request.curves)
     task = None
     if progress is not None and todo:
         progress.start()
@@ -191,7 +203,7 @@ def submit_sweep(
             on_update(p)
 
     try:
-        sweep_id = farm.submit(expansion, settings, store, app)  # type: ignore[arg-type]
+        sweep_id = farm.submit(expansion, settings, store, app, curves=request.curves)  # type: ignore[arg-type]
         outcome = SweepOutcome(sweep_id, expansion, store, stats, reused=reused, workers=0)
         if detach:
             return outcome

@@ -122,7 +122,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "event_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # Delivery: ack after the task returns; requeue when the process dies; one message per free process.
+        # Delivery: ack after the task returns; requeue when the process dies; one message per free process. Every
+        # task inherits these (and task_ignore_result below): the registrations in backfarm.tasks do not repeat them.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

@@ -45,8 +45,8 @@ def test_json_report_shape(env: dict[str, str], tmp_path: Path) -> None:
     assert code == 0
     report = json.loads(out)
     assert list(report) == [
-        "machine", "config", "warm_up_s", "data_s", "per_core", "screen", "embedded", "memory", "days_scaling",
-        "references", "farm", "ratios", "targets",
+        "machine", "config", "warm_up_s", "data_s", "per_core", "screen", "embedded", "embedded_no_curves", "memory",
+        "days_scaling", "references", "farm", "ratios", "targets",
     ]  # fmt: skip
     assert report["machine"]["cores"] >= 1
     cfg = report["config"]
@@ -69,6 +69,9 @@ def test_json_report_shape(env: dict[str, str], tmp_path: Path) -> None:
         assert_stats(row["backtests_per_s"])
         assert_stats(row["end_to_end_backtests_per_s"])
         assert_stats(row["seconds"])
+    lean = report["embedded_no_curves"]
+    assert lean["workers"] == workers[-1] and lean["jobs"] == 49
+    assert_stats(lean["backtests_per_s"])
     assert report["memory"]["parent_peak_mb"] > 0
     rows = report["days_scaling"]["rows"]
     assert [(r["days"], r["bars"], r["jobs"]) for r in rows] == [(1, 1440, 49), (2, 2880, 49)]

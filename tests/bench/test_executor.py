@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing.process
+import os
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -119,3 +121,88 @@ def test_child_errors_cross_the_pipe_as_json_and_keep_backfarm_classes() -> None
     other = _error_from({"type": "ZeroDivisionError", "message": "division by zero"})
     assert type(other) is RuntimeError and str(other) == "ZeroDivisionError: division by zero"
     assert isinstance(_error_from({"type": "KeyboardInterrupt", "message": ""}), KeyboardInterrupt)
+
+
+class Doomed(Strategy):
+    """Test strategy: kills any process it runs in but the test's own, which it slows down so the child surely takes
+    a batch while the parent works on its first."""
+
+    name: ClassVar[str] = "doomed_bench"
+    version: ClassVar[str] = "1"
+    params: ClassVar[tuple[Param, ...]] = (Param("seed", int, 0, 0, 100, tuple(range(40))),)
+    parent: ClassVar[int] = 0
+
+    def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
+        if os.getpid() != Doomed.parent:
+            os._exit(7)
+        time.sleep(0.02)
+        return (ind.close > ind.sma(5)).astype(np.float64)
+
+
+def test_a_pool_process_that_dies_is_reported_and_nothing_hangs(tmp_path: Path) -> None:
+    if "doomed_bench" not in registry.strategy_names():
+        registry.register(Doomed)
+    Doomed.parent = os.getpid()
+    settings = Settings(data_dir=tmp_path / "data")
+    spec = SweepSpec(strategies=("doomed_bench",), symbols=("BTC-USD", "ETH-USD"), grid=True, days=2,
+                     source="synthetic")  # fmt: skip
+    jobs = list(expand(spec).jobs)
+    store = SQLiteStore(tmp_path / "results.sqlite")
+    with pytest.raises(RuntimeError, match=r"an executor process died \(exit code 7\)"):
+        run_local(plan_batches(jobs, 2), store, settings, None, 2)
+
+
+def test_the_parent_works_too_and_finished_children_are_not_waited_for(tmp_path: Path) -> None:
+    """With 2 workers one child is forked; the parent computes batches as well (so both processes store results)."""
+    settings, jobs, store, _ = sweep(tmp_path)
+    forks: list[int] = []
+
+    start = multiprocessing.process.BaseProcess.start
+
+    def counting_start(self):  # type: ignore[no-untyped-def]
+        forks.append(1)
+        return start(self)
+
+    pids: set[int] = set()
+    run_batch = local.run_batch
+
+    def recording_run_batch(batch, memo, skip=None):  # type: ignore[no-untyped-def]
+        pids.add(os.getpid())
+        return run_batch(batch, memo, skip)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(multiprocessing.process.BaseProcess, "start", counting_start)
+        mp.setattr(local, "run_batch", recording_run_batch)
+        stats = run_local(plan_batches(jobs, 2), store, settings, None, 2)
+    assert len(forks) == 1
+    assert os.getpid() in pids  # the parent ran batches (the child's pid is recorded in its own memory only)
+    assert stats.computed == len(jobs) - 2
+    assert len(store.existing(j.job_id for j in jobs)) == len(jobs) - 2
+
+
+class Interrupted(Strategy):
+    """Test strategy: fails the way numba reports a Ctrl-C that arrived inside a compiled function."""
+
+    name: ClassVar[str] = "interrupted_bench"
+    version: ClassVar[str] = "1"
+    params: ClassVar[tuple[Param, ...]] = (Param("seed", int, 0, 0, 100, tuple(range(4))),)
+
+    def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
+        if p["seed"] == 2:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise SystemError("CPUDispatcher(<function f>) returned a result with an exception set") from exc
+        return (ind.close > ind.sma(5)).astype(np.float64)
+
+
+def test_a_ctrl_c_inside_compiled_code_interrupts_the_run_instead_of_failing_a_job(tmp_path: Path) -> None:
+    if "interrupted_bench" not in registry.strategy_names():
+        registry.register(Interrupted)
+    settings = Settings(data_dir=tmp_path / "data")
+    spec = SweepSpec(strategies=("interrupted_bench",), symbols=("BTC-USD",), grid=True, days=2, source="synthetic")
+    jobs = list(expand(spec).jobs)
+    store = SQLiteStore(tmp_path / "results.sqlite")
+    stats = run_local(plan_batches(jobs, 1), store, settings, "s", 1)
+    assert stats.interrupted
+    assert stats.failed == 0 and not store.dead("s")

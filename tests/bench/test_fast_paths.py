@@ -14,8 +14,7 @@ from backfarm.engine import kernel
 from backfarm.engine.backtest import run_backtest
 from backfarm.engine.costs import Costs
 from backfarm.leaderboard import model
-from backfarm.leaderboard.model import METRICS, PutReport, ResultRecord, canonical_json
-from backfarm.leaderboard.sqlite import SQLiteStore
+from backfarm.leaderboard.model import METRICS, ResultRecord, canonical_json
 from backfarm.strategies.builtins import Breakout, MaCrossover, MeanReversion, Momentum, Volatility
 from backfarm.strategies.indicators import Indicators
 from backfarm.sweeps.spec import SweepSpec, expand
@@ -83,7 +82,7 @@ def plain_next_change(x: np.ndarray, start: int, prev: float) -> int:
     return len(x)
 
 
-def test_next_change_and_count_changes_match_a_plain_scan() -> None:
+def test_next_change_matches_a_plain_scan() -> None:
     rng = np.random.default_rng(1)
     values = np.array([0.0, 0.0, 1.0, 0.5, np.nan, 2.0, -1.0])
     for _ in range(200):
@@ -97,7 +96,11 @@ def test_next_change_and_count_changes_match_a_plain_scan() -> None:
             cleaned = kernel._clean_target(value)
             changes += cleaned != prev
             prev = cleaned
-        assert kernel.count_changes(x) == changes
+        found, prev, s = 0, 0.0, kernel._next_change(x, 0, 0.0)  # hop from change to change, as the kernel does
+        while s < len(x):
+            found, prev = found + 1, kernel._clean_target(x[s])
+            s = kernel._next_change(x, s + 1, prev)
+        assert found == changes
 
 
 def plain_first_exit(o, h, lo, start, end, stop, target) -> int:  # type: ignore[no-untyped-def]
@@ -131,19 +134,82 @@ def test_mark_run_folds_like_mark_bar_by_bar() -> None:
     rng = np.random.default_rng(2)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, 3000)))
     close[500:520] = close[499]  # unchanged equity: r = 0 exactly
-    empty = np.empty(0)
+    empty, no_curve = np.empty(0), np.empty((0, 4))
     for cash, qty in ((0.0, 3.0), (250.0, 1.5)):
         start = kernel._stats_start(1000.0)
         expected = start
         for c in close[10:2900]:
             expected = kernel._mark(expected, cash + qty * c)
-        ok, got = kernel._mark_run(close, 10, 2900, cash, qty, start, empty, False)
+        ok, got = kernel._mark_run(close, 10, 2900, cash, qty, start, empty, False, no_curve, 0)
         assert ok and got == expected
+        curve, size = kernel.new_curve(len(close), 60)
+        ok, got = kernel._mark_run(close, 10, 2900, cash, qty, start, empty, False, curve, size)
+        assert ok and got == expected  # keeping a curve changes no statistic
     for bad in (np.nan, np.inf, 0.0, -5.0):
         broken = close.copy()
         broken[1000] = bad
-        ok, _ = kernel._mark_run(broken, 10, 2900, 0.0, 3.0, kernel._stats_start(1000.0), empty, False)
+        ok, _ = kernel._mark_run(broken, 10, 2900, 0.0, 3.0, kernel._stats_start(1000.0), empty, False, no_curve, 0)
         assert not ok
+
+
+def test_mark_run_keeps_each_buckets_first_extremes() -> None:
+    rng = np.random.default_rng(4)
+    close = np.round(100.0 + np.cumsum(rng.normal(0, 0.3, 2000)), 1)  # rounded: ties inside buckets
+    equity = 50.0 + 2.0 * close
+    curve, size = kernel.new_curve(len(close), 40)
+    kernel._mark_run(close, 7, 1990, 50.0, 2.0, kernel._stats_start(1000.0), np.empty(0), False, curve, size)
+    for b in range(len(curve)):
+        lo, hi = max(1 + b * size, 7), min(1 + (b + 1) * size, 1990, len(close) - 1)
+        if lo >= hi:
+            assert curve[b, kernel.CURVE_LOW_BAR] == -1.0  # untouched
+            continue
+        part = equity[lo:hi]
+        assert curve[b, kernel.CURVE_LOW_BAR] == lo + int(np.argmin(part))
+        assert curve[b, kernel.CURVE_HIGH_BAR] == lo + int(np.argmax(part))
+        assert curve[b, kernel.CURVE_LOW] == part.min() and curve[b, kernel.CURVE_HIGH] == part.max()
+
+
+def _exposures(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Flat, always long, a few long stretches, flipping often, partial targets."""
+    few = np.zeros(n)
+    for start in rng.integers(0, n, 6):
+        few[start : start + int(rng.integers(1, n // 3 + 2))] = 1.0
+    flips = (rng.random(n) < 0.3).astype(float)
+    partial = np.round(rng.random(n) * 4) / 4
+    return [np.zeros(n), np.ones(n), few, flips, partial]
+
+
+@pytest.mark.parametrize("n", [7, 400, 500, 501, 502, 503, 997, 1000, 4321, 43_200])
+def test_a_curve_kept_in_the_kernel_is_the_bucketing_of_the_full_curve(n: int) -> None:
+    from backfarm.engine.downsample import downsample_minmax
+    from backfarm.tasks.artifacts import MAX_POINTS, artifacts
+
+    rng = np.random.default_rng(n)
+    data = candles(n, seed=n)
+    prices = (data.open[:n], data.high[:n], data.low[:n], data.close[:n])
+    for exposure in _exposures(n, rng):
+        for costs in (Costs(), Costs(stop_loss_bps=40.0, take_profit_bps=60.0), Costs(take_profit_bps=30.0)):
+            full = run_backtest(*prices, exposure, costs, 1000.0, 525600.0, record=True)
+            cut = run_backtest(*prices, exposure, costs, 1000.0, 525600.0, record=True, curve_points=MAX_POINTS)
+            assert cut.metrics == full.metrics and cut.final_equity == full.final_equity
+            assert np.array_equal(cut.trade_table, full.trade_table)  # type: ignore[arg-type]
+            assert full.equity is not None
+            if n <= MAX_POINTS:  # nothing to cut: the kernel records every bar
+                assert cut.curve is None and np.array_equal(cut.equity, full.equity)  # type: ignore[arg-type]
+            else:
+                assert cut.equity is None and cut.curve is not None
+                keep = downsample_minmax(full.equity)
+                assert np.array_equal(cut.curve[0], keep)
+                assert np.array_equal(cut.curve[1], full.equity[keep])
+            assert artifacts(cut, data) == artifacts(full, data)
+
+
+def test_curve_points_below_six_are_refused() -> None:
+    from backfarm.errors import ValidationError
+
+    close = np.linspace(100.0, 120.0, 50)
+    with pytest.raises(ValidationError, match="curve_points"):
+        run_backtest(close, close, close, close, np.ones(50), Costs(), 1e3, 525600.0, record=True, curve_points=5)
 
 
 def test_a_bad_close_inside_a_held_stretch_is_still_reported_at_its_bar() -> None:
@@ -170,7 +236,7 @@ def test_recorded_trades_do_not_share_the_scratch_table() -> None:
 def candles(n: int = 6000, seed: int = 3) -> Candles:
     rng = np.random.default_rng(seed)
     close = 20_000.0 * np.exp(np.cumsum(rng.normal(0.0, 2e-3, n)))
-    close[1000:1200] = close[999]  # a flat stretch: no z-score, zero deviations
+    close[n // 6 : n // 5] = close[n // 6 - 1]  # a flat stretch: no z-score, zero deviations
     prev = np.r_[close[:1], close[:-1]]
     high = np.maximum(prev, close) * (1 + rng.uniform(0, 2e-3, n))
     low = np.minimum(prev, close) * (1 - rng.uniform(0, 2e-3, n))
@@ -226,33 +292,3 @@ def test_plan_batches_groups_by_window_and_strategy_and_keeps_every_job_once() -
     assert len(batches) == 25
     small = plan_batches(jobs, workers=16)  # more workers: groups cut into near-equal pieces of at most 11 jobs
     assert max(len(b.jobs) for b in small) <= 11 and min(len(b.jobs) for b in small) >= 8
-
-
-def test_put_rows_stores_what_put_stores(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from backfarm.leaderboard.sqlite import encode_rows
-
-    records = [
-        ResultRecord(
-            f"job{i}",
-            "momentum",
-            "1",
-            {"lookback": i},
-            "BTC-USD",
-            "1m",
-            "a",
-            "b",
-            "synthetic",
-            {},
-            1e4,
-            {"sharpe": i / 7, "trades": i},
-            "chk",
-            "1",
-            100,
-        )  # fmt: skip
-        for i in range(5)
-    ]
-    a, b = SQLiteStore(tmp_path / "a.sqlite"), SQLiteStore(tmp_path / "b.sqlite")
-    assert a.put(records) == b.put_rows(encode_rows(records)) == PutReport(inserted=5)
-    changed = ResultRecord(**{**vars(records[0]), "metrics": {"sharpe": 9.0}})
-    assert b.put_rows(encode_rows([records[1], changed])) == PutReport(duplicates=1, conflicts=1)
-    assert [r.to_dict() for r in a.iter_results()] == [r.to_dict() for r in b.iter_results()]

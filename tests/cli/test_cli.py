@@ -190,3 +190,32 @@ def test_global_options_also_work_after_the_command(env: dict[str, str], tmp_pat
     assert (other / "results.sqlite").exists()
     code, _, err = invoke(env, "backtest", "--redis", "redis://127.0.0.1:1", "--source", "synthetic", "--quick")
     assert code == 2 and err.startswith("error: cannot reach Redis at redis://127.0.0.1:1")
+
+
+def test_no_curves_stores_the_same_metrics_without_curves_and_the_dashboard_recomputes(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from backfarm.config import Settings
+    from backfarm.dashboard.recompute import with_curve
+    from backfarm.leaderboard.sqlite import SQLiteStore
+    from backfarm.tasks.artifacts import decode_equity
+
+    lean = {**env, "BACKFARM_DATA_DIR": str(tmp_path / "lean")}
+    args = ("backtest", "--grid", "--strategies", "momentum,breakout", "--days", "2", "--workers", "2",
+            "--source", "synthetic")  # fmt: skip
+    code, _, err = invoke(env, *args)
+    assert code == 0, err
+    code, _, err = invoke(lean, *args, "--no-curves")
+    assert code == 0, err
+    full = {r.job_id: r for r in SQLiteStore(Path(env["BACKFARM_DATA_DIR"]) / "results.sqlite").iter_results()}
+    bare = {r.job_id: r for r in SQLiteStore(tmp_path / "lean" / "results.sqlite").iter_results()}
+    assert len(full) == len(bare) > 64 and full.keys() == bare.keys()  # > 64: the pool path ran
+    assert all(r.extra == {} for r in bare.values())
+    assert all(decode_equity(r.extra) is not None for r in full.values())
+    assert {k: r.metrics for k, r in bare.items()} == {k: r.metrics for k, r in full.items()}
+    assert {k: r.result_hash for k, r in bare.items()} == {k: r.result_hash for k, r in full.items()}
+    job = next(iter(bare))
+    shown, problem = with_curve(bare[job], Settings(data_dir=tmp_path / "lean"))
+    assert problem is None and shown.extra["recomputed"] is True
+    for part in ("equity", "trades"):  # the picture is recomputed, byte for byte
+        assert shown.extra[part] == full[job].extra[part]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import pickle
 import time
@@ -210,8 +211,10 @@ def test_repr_str_and_pickle_never_show_the_key(ec_key: CdpKey, ec_key_pem: str)
         assert EC_NAME in text
         _assert_no_key_material(text, ec_key_pem)
         assert "PRIVATE" not in text
-    with pytest.raises(TypeError, match="cannot be pickled"):
+    with pytest.raises(TypeError, match="cannot be serialised or copied"):
         pickle.dumps(ec_key)
+    with pytest.raises(TypeError, match="cannot be serialised or copied"):
+        copy.deepcopy(ec_key)
     settings = Settings(coinbase_key_name=EC_NAME, coinbase_private_key=ec_key_pem)
     _assert_no_key_material(repr(settings), ec_key_pem)
 

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,19 +112,28 @@ def test_sim_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     }
     cmd = [sys.executable, "-c", "from backfarm.cli import main; main()", "coinbase", "sim", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    announced = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it." in line:
+                announced.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
+        # Interrupt only once it has said everything: a Ctrl-C in the middle of the announcement cuts it short.
+        assert announced.wait(timeout=15), f"simulator did not announce itself: {''.join(lines)}"
         url = f"http://127.0.0.1:{port}/api/v3/brokerage/time"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                assert requests.get(url, timeout=1).status_code == 200
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "simulator did not come up"
-                time.sleep(0.05)  # polling for start-up, not timing
+        assert requests.get(url, timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0, out
     assert f"export BACKFARM_COINBASE_API_URL=http://127.0.0.1:{port}" in out
     assert f"export BACKFARM_COINBASE_WS_URL=ws://127.0.0.1:{port}/ws" in out

@@ -76,6 +76,7 @@ class Browser:
         self._next = 0
         self._stack = ExitStack()
         self.events: list[dict[str, Any]] = []
+        self.loader: str | None = None
         try:
             self.ws = self._connect()
         except BaseException:
@@ -130,7 +131,7 @@ class Browser:
         """Open ``url`` and wait for its load event."""
         self.send("Page.enable")
         self.events.clear()
-        self.send("Page.navigate", url=url)
+        self.loader = self.send("Page.navigate", url=url).get("loaderId")
         self.wait_for("document.readyState === 'complete'")
 
     def screenshot(self, path: Path) -> bytes:
@@ -142,9 +143,14 @@ class Browser:
         return data
 
     def requests(self) -> list[str]:
-        """URLs of every request seen since the last navigation (needs ``Network.enable``)."""
+        """URLs of every request the current document made (needs ``Network.enable``).
+
+        Requests are matched to the last navigation by its loader id: the page being left can still fire a poll
+        between ``Page.navigate`` and the new document's commit, and that request is not the new page's.
+        """
         self.evaluate("1")  # flush pending events into ``events``
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        sent = [e["params"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        return [p["request"]["url"] for p in sent if self.loader is None or p.get("loaderId") == self.loader]
 
     def close(self) -> None:
         """Close the connection and stop the browser."""

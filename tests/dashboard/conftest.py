@@ -66,7 +66,7 @@ def _paper_copy(record: ResultRecord) -> ResultRecord:
         record,
         job_id="paper-" + record.job_id[:18],
         kind="paper",
-        extra={**record.extra, "session_id": "sess-test-1"},
+        extra={**record.extra, "session": "sess-test-1"},
     )
 
 

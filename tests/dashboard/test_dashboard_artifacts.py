@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from backfarm.candles.schema import Candles
-from backfarm.engine.backtest import BacktestResult, Trades, run_backtest
+from backfarm.engine.backtest import BacktestResult, run_backtest
 from backfarm.engine.costs import Costs
+from backfarm.engine.downsample import downsample_minmax
 from backfarm.errors import ValidationError
 from backfarm.leaderboard.model import canonical_json
 from backfarm.tasks.artifacts import (
@@ -16,9 +17,8 @@ from backfarm.tasks.artifacts import (
     artifacts,
     decode_equity,
     decode_trades,
-    downsample_minmax,
     equity_artifact,
-    trades_artifact,
+    table_artifact,
 )
 from tests.dashboard.conftest import Results
 
@@ -103,7 +103,7 @@ def test_trades_round_trip() -> None:
     result, _ = _backtest()
     trades = result.trades
     assert 0 < len(trades) <= MAX_TRADES
-    decoded = decode_trades({"trades": trades_artifact(trades)})
+    decoded = decode_trades({"trades": table_artifact(result.trade_table)})
     assert decoded is not None and decoded.total == len(trades) == len(decoded)
     assert decoded.entry_bar.tolist() == trades.entry_bar.tolist()
     assert decoded.exit_bar.tolist() == trades.exit_bar.tolist()
@@ -119,7 +119,7 @@ def test_trade_list_keeps_the_largest_by_absolute_pnl_in_order() -> None:
     table[:, 1] = np.arange(n) * 10 + 5  # exit bars
     table[:, 5] = [1.0, -9.0, 2.0, 8.0, -0.5, 3.0, -7.0]  # pnl
     table[:, 7] = [0, 1, 2, 3, 0, 1, 2]
-    decoded = decode_trades({"trades": trades_artifact(Trades.from_table(table), max_trades=3)})
+    decoded = decode_trades({"trades": table_artifact(table, max_trades=3)})
     assert decoded is not None
     assert decoded.total == 7 and len(decoded) == 3
     # |pnl| 9, 8 and 7 are trades 1, 3 and 6, kept in the order they closed.
@@ -128,8 +128,41 @@ def test_trade_list_keeps_the_largest_by_absolute_pnl_in_order() -> None:
     assert decoded.reasons() == ["stop", "end", "target"]
 
 
+@pytest.mark.parametrize("case", ["few", "many", "tie", "none"])
+def test_the_engine_table_is_stored_as_its_largest_trades_in_closing_order(case: str) -> None:
+    """``table_artifact`` reads the engine's table in place: the kept rows are every trade, or the 50 with the
+    largest |pnl| (any 50 of them on a tie across the cut), in the order they closed, each column as stored."""
+    rng = np.random.default_rng(7)
+    n = {"few": 12, "many": 400, "tie": 60, "none": 0}[case]
+    table = np.zeros((n, 8))
+    table[:, 0] = np.sort(rng.choice(40_000, n, replace=False))  # unique entry bars identify the rows
+    table[:, 1] = table[:, 0] + rng.integers(1, 500, n)
+    table[:, 2:5] = rng.uniform(50.0, 150.0, (n, 3))
+    table[:, 5] = rng.normal(0.0, 10.0, n)
+    table[:, 6] = rng.normal(0.0, 0.01, n)
+    table[:, 7] = rng.integers(0, 4, n)
+    if case == "tie":
+        table[:, 5] = np.round(table[:, 5])  # many equal |pnl| across the cut: the argpartition fallback
+    decoded = decode_trades({"trades": table_artifact(table)})
+    assert decoded is not None and decoded.total == n and len(decoded) == min(n, MAX_TRADES)
+    rows = [int(np.flatnonzero(table[:, 0] == bar)[0]) for bar in decoded.entry_bar]
+    assert rows == sorted(rows)  # closing order
+    dropped = np.setdiff1d(np.arange(n), rows)
+    if len(dropped):
+        assert np.abs(table[rows, 5]).min() >= np.abs(table[dropped, 5]).max()
+    assert decoded.exit_bar.tolist() == table[rows, 1].astype(int).tolist()
+    assert decoded.reason.tolist() == table[rows, 7].astype(int).tolist()
+    for i, name in enumerate(("entry_price", "exit_price", "qty", "pnl", "ret"), start=2):
+        assert getattr(decoded, name).tolist() == table[rows, i].astype(np.float32).astype(np.float64).tolist()
+    result, candles = _backtest()
+    assert result.trade_table is not None and len(result.trade_table) == len(result.trades or [])
+    stored = decode_trades(artifacts(result, candles))  # a backtest's artifacts keep its trades (fewer than 50 here)
+    assert stored is not None and result.trades is not None and stored.total == len(result.trades)
+    assert stored.entry_bar.tolist() == result.trades.entry_bar.tolist() and stored.reasons() == result.trades.reasons()
+
+
 def test_no_trades_and_missing_artifacts() -> None:
-    decoded = decode_trades({"trades": trades_artifact(Trades.from_table(np.zeros((0, 8))))})
+    decoded = decode_trades({"trades": table_artifact(np.zeros((0, 8)))})
     assert decoded is not None and decoded.total == 0 and len(decoded) == 0
     assert decode_equity({}) is None and decode_trades({}) is None
     assert decode_equity({"equity": {"v": 99}}) is None  # a future format is ignored, not misread

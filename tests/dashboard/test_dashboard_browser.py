@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def live(copy: Path) -> Iterator[str]:
 def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results: Results) -> None:
     browser.navigate(live + "#limit=25")
     browser.wait_for(f"{ROW_IDS}.length === 25")
+    # A plain load (no job in the URL) selects the top row and fetches its result once.
+    browser.wait_for("document.body.dataset.ready && document.querySelector('#detail-info').children.length > 0")
+    time.sleep(1.0)  # room for a second fetch to show up
+    fetched = "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/result/')).length"
+    assert browser.evaluate(fetched) == 1
     with SQLiteStore(copy / "results.sqlite") as store:
         assert browser.evaluate(ROW_IDS) == [r.job_id for r in store.top("sharpe", 25)]
         best_return = store.top("total_return", 1)[0].job_id
@@ -129,7 +135,7 @@ def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results:
     # It updates without a reload: a paper result that lands in the store shows up by itself.
     with SQLiteStore(copy / "results.sqlite") as store:
         papers = len(list(store.iter_results(Filters(kind="paper"))))
-        fresh = dataclasses.replace(third, job_id="paper-live-1", kind="paper", extra={"session_id": "sess-live"})
+        fresh = dataclasses.replace(third, job_id="paper-live-1", kind="paper", extra={"session": "sess-live"})
         store.put([fresh])
     browser.wait_for(f"document.querySelectorAll('#paper-results tbody tr').length === {papers + 1}")
     assert "sess-live" in browser.evaluate("document.querySelector('#paper-results tbody').textContent")
@@ -141,6 +147,7 @@ def test_report_opens_offline_without_requests(browser: Browser, results: Result
     out = tmp_path / "report.html"
     code, _, err = invoke(results.env, "report", results.sweep_id, "--out", str(out))
     assert code == 0, err
+    browser.navigate("about:blank")  # leave the live dashboard first: its polls must not count as this page's
     browser.send("Network.enable")
     browser.send(
         "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1

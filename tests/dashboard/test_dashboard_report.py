@@ -146,4 +146,13 @@ def test_plot_errors(results: Results, tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "other" / "results.sqlite") as other:
         other.put([dataclasses.replace(paper, extra={})])
     code, _, err = invoke(env, "plot", results.paper_id, "--out", str(tmp_path / "x.png"))
-    assert code == 2 and err.strip().endswith("no equity curve was stored with this paper result")
+    assert code == 2 and err.strip().endswith(
+        "no equity curve was stored with this paper result, and its session has no marks for it"
+    )
+
+
+def test_plot_draws_a_paper_result_from_its_session(results: Results, tmp_path: Path) -> None:
+    out = tmp_path / "paper.png"
+    code, _, err = invoke(results.env, "plot", results.paper_id, "--out", str(out))
+    assert code == 0, err
+    assert out.read_bytes().startswith(b"\x89PNG") and f"wrote {out}" in " ".join(err.split())

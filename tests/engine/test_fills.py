@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from backfarm.engine import METRIC_NAMES
-from backfarm.engine.backtest import BacktestResult, Trades, downsample_equity, run_backtest, run_many
+from backfarm.engine.backtest import BacktestResult, Trades, run_backtest, run_many
 from backfarm.engine.costs import Costs
-from backfarm.engine.kernel import count_changes
+from backfarm.engine.downsample import downsample_minmax
+from backfarm.engine.kernel import _clean_target, _next_change
 from backfarm.engine.metrics import reference_metrics
 from backfarm.errors import DataError, ValidationError
 
@@ -486,20 +487,25 @@ def test_inputs_of_other_dtypes_and_layouts_are_accepted() -> None:
 
 
 def test_downsample_keeps_ends_and_extremes() -> None:
-    assert downsample_equity(np.arange(5.0)).tolist() == [0, 1, 2, 3, 4]
+    assert downsample_minmax(np.arange(5.0)).tolist() == [0, 1, 2, 3, 4]
     curve = np.linspace(100, 200, 10_000)
     curve[4321] = 10.0  # a deep, one-bar drawdown
     curve[777] = 999.0
-    picks = downsample_equity(curve, max_points=50)
+    picks = downsample_minmax(curve, max_points=50)
     assert len(picks) <= 50 and picks[0] == 0 and picks[-1] == 9999
     assert {4321, 777} <= set(picks.tolist())
     assert np.all(np.diff(picks) > 0)
     with pytest.raises(ValidationError):
-        downsample_equity(curve, max_points=1)
+        downsample_minmax(curve, max_points=1)
 
 
-def test_trade_table_bound_counts_changes_of_the_cleaned_target() -> None:
+def test_changes_of_the_cleaned_target_are_found_in_order() -> None:
     # cleaned: 0, 0, 1, 1, 1, 0.5, 0, 0, 1 → changes at bars 2, 5, 6, 8
     raw = np.array([math.nan, -1.0, 2.0, 1.0, math.inf, 0.5, 0.0, -math.inf, 1.0])
-    assert count_changes(raw) == 4
-    assert count_changes(np.zeros(5)) == 0
+    found, prev, s = [], 0.0, _next_change(raw, 0, 0.0)
+    while s < len(raw):
+        found.append(s)
+        prev = _clean_target(raw[s])
+        s = _next_change(raw, s + 1, prev)
+    assert found == [2, 5, 6, 8]
+    assert _next_change(np.zeros(5), 0, 0.0) == 5

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from backfarm.cli import app as cli_app
 from backfarm.config import Settings
 from backfarm.workers.app import QUEUES, SOFT_SHUTDOWN_S, check_time_limits
-from tests.farm.conftest import ROOT, wait_for
 from tests.redis_server import free_port
+from tests.workers import ROOT, wait_for
 
 runner = CliRunner()
 

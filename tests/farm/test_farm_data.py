@@ -14,7 +14,8 @@ from backfarm.leaderboard.redis_store import RedisStore
 from backfarm.sweeps.spec import SweepSpec, expand
 from backfarm.tasks import farm as farm_api
 from backfarm.workers.app import create_app
-from tests.farm.conftest import Farm, assert_exactly_once, wait_for
+from tests.farm.conftest import assert_exactly_once
+from tests.workers import Farm, wait_for
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
 

@@ -18,8 +18,9 @@ import pytest
 from backfarm.leaderboard.redis_store import RedisStore
 from backfarm.tasks import farm as farm_api
 from backfarm.tasks.sweep import prepare_data
-from tests.farm.conftest import Farm, assert_exactly_once, chaos_expansion, wait_for
+from tests.farm.conftest import assert_exactly_once, chaos_expansion, counted_mid_batch
 from tests.redis_server import RedisServer
+from tests.workers import Farm, wait_for
 
 TAG = f"{os.getpid() % 10_000:04d}"
 SUBNET = f"10.{200 + os.getpid() % 50}"
@@ -129,7 +130,7 @@ def test_cutting_one_hosts_link_mid_sweep_completes_on_the_other(
         farm.ready(cut, other)
         with RedisStore(server.url) as store:
             sweep_id = farm_api.submit(expansion, settings, store)
-            wait_for(lambda: cut.busy and store.client.llen("backtest") >= 2, 30, "h1 to be mid-batch")
+            wait_for(counted_mid_batch(store, sweep_id, expansion, cut), 30, "h1 to be mid-batch, attempts counted")
             h1.cut()
             done_at_cut = other.count("succeeded")
             final = farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=90)

@@ -3,6 +3,8 @@ the cluster lock and rate limit. No worker processes here (see test_farm_cluster
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import ssl
 import threading
@@ -18,11 +20,13 @@ from backfarm.errors import AuthError, ConfigError
 from backfarm.leaderboard.redis_store import RedisStore
 from backfarm.sweeps.jobs import Batch, make_batches
 from backfarm.tasks import farm
+from backfarm.tasks.backtest import BatchReport as farm_report
 from backfarm.tasks.backtest import FarmKeys, process_batch
+from backfarm.tasks.backtest import _announce as announce
 from backfarm.tasks.data import ClusterLockedSource, RedisRateLimiter
 from backfarm.tasks.sweep import prepare_data
 from backfarm.workers import lifecycle
-from backfarm.workers.app import BATCH_TASK, FETCH_TASK, QUEUES, create_app
+from backfarm.workers.app import BATCH_TASK, FETCH_TASK, PAPER_TASK, QUEUES, create_app
 from tests.farm.conftest import chaos_expansion
 from tests.farm.farmplugin import CRASH, RAISE
 
@@ -63,7 +67,7 @@ def test_app_settings_follow_the_reliability_rules(settings: Settings) -> None:
     assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
     assert conf.worker_max_tasks_per_child == 200
     assert [q.name for q in conf.task_queues] == list(QUEUES) == ["backtest", "paper", "data"]
-    for name in (BATCH_TASK, FETCH_TASK):
+    for name in (BATCH_TASK, FETCH_TASK, PAPER_TASK):  # inherited from the app's configuration
         task = app.tasks[name]
         assert task.acks_late and task.reject_on_worker_lost and task.ignore_result
     assert conf.task_routes[FETCH_TASK] == {"queue": "data"}
@@ -121,6 +125,48 @@ def test_done_guard_makes_a_redelivered_batch_a_no_op(ctx: Any, store: RedisStor
     assert store.attempts(sweep_id) == {job.job_id: 1 for job in batch.jobs}  # the skip did not count as an attempt
     assert {job.job_id: store.get(job.job_id) for job in batch.jobs} == stored
     assert farm.progress(store, sweep_id).complete
+
+
+def test_a_waiting_client_wakes_when_a_worker_reports_a_batch(ctx: Any, store: RedisStore, chaos: None) -> None:
+    """The wait loop sleeps on the sweep's progress channel: a batch's message ends the sleep long before the poll
+    interval (30 s here), and names the worker that ran it."""
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": n} for n in (2, 3)])
+    results: list[farm.Progress] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(farm.wait(sweep_id, ctx.settings, store, poll_s=30.0, timeout_s=60.0))
+    )
+    waiter.start()
+    time.sleep(0.3)  # let it subscribe (a message sent before that is lost; the poll would still find the result)
+    report = process_batch(ctx, sweep_id, batch)
+    announce(ctx, sweep_id, report, "w1@farm-host")
+    waiter.join(timeout=20.0)
+    assert not waiter.is_alive(), "the wait slept out its poll interval instead of waking on the message"
+    assert results[0].complete and results[0].done == 2
+    assert "w1@farm-host" in (results[0].workers or [])
+
+
+def test_a_batch_without_curves_stores_lean_results_bulk_and_careful(ctx: Any, store: RedisStore, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": n} for n in (2, 3, 4)])
+    lean = Batch.from_dict({**batch.to_dict(), "curves": False})
+    first, rest = Batch(lean.jobs[:1], curves=False), Batch(lean.jobs[1:], curves=False)
+    assert process_batch(ctx, sweep_id, first).mode == "bulk"
+    store.attempt_many(sweep_id, [j.job_id for j in rest.jobs])  # as if a delivery had died: the careful path
+    assert process_batch(ctx, sweep_id, rest).mode == "careful"
+    stored = [store.get(job.job_id) for job in batch.jobs]
+    assert all(r is not None and r.extra == {} and r.metrics["trades"] is not None for r in stored)
+
+
+def test_nothing_is_announced_for_a_batch_that_changed_nothing(ctx: Any, store: RedisStore, chaos: None) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": 2}])
+    process_batch(ctx, sweep_id, batch)
+    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(FarmKeys(store.keys.prefix).progress_channel(sweep_id))
+    pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+    announce(ctx, sweep_id, process_batch(ctx, sweep_id, batch), "w2@farm-host")  # all done already: skipped
+    announce(ctx, sweep_id, farm_report(computed=1), "w3@farm-host")
+    message = pubsub.get_message(timeout=5.0)
+    pubsub.close()
+    assert message is not None and json.loads(message["data"]) == {"worker": "w3@farm-host", "jobs": 1}
 
 
 def test_a_raising_job_is_retried_alone_then_dead_with_its_error(ctx: Any, store: RedisStore, chaos: None) -> None:
@@ -198,6 +244,34 @@ def test_submit_enqueues_once_even_when_two_submit_at_once(settings: Settings, r
         info = store.sweep(expansion.sweep_id)
         assert info is not None
         assert farm.rebuild_expansion(info).jobs == expansion.jobs
+
+
+def _queued_batches(store: RedisStore) -> list[dict[str, Any]]:
+    """The batches waiting in the backtest queue, as their messages carry them (kombu JSON, base64 body)."""
+    out = []
+    for raw in store.client.lrange("backtest", 0, -1):
+        message = json.loads(raw)
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        out.append(args[1])
+    return out
+
+
+def test_a_lean_sweep_is_re_enqueued_lean(settings: Settings, store: RedisStore, chaos: None) -> None:
+    lean = chaos_expansion([{"every": n} for n in (2, 3)])
+    farm.submit(lean, settings, store, curves=False)
+    assert [b.get("curves") for b in _queued_batches(store)] == [False]
+    info = store.sweep(lean.sweep_id)
+    assert info is not None and info.spec["curves"] is False
+    store.client.delete("backtest")  # the broker lost the message
+    assert farm.reconcile(lean.sweep_id, settings, store) == 2
+    assert [b.get("curves") for b in _queued_batches(store)] == [False]  # still lean, as submitted
+    full = chaos_expansion([{"every": n} for n in (4, 5)])
+    farm.submit(full, settings, store)
+    store.client.delete("backtest")
+    assert farm.reconcile(full.sweep_id, settings, store) == 2
+    info = store.sweep(full.sweep_id)
+    assert info is not None and "curves" not in info.spec  # the default leaves the manifest as it always was
+    assert [b.get("curves", True) for b in _queued_batches(store)] == [True]
 
 
 def test_wait_reconciles_a_sweep_whose_messages_were_lost(settings: Settings, store: RedisStore, chaos: None) -> None:

@@ -16,8 +16,9 @@ from backfarm.errors import ConfigError
 from backfarm.leaderboard.redis_store import RedisStore
 from backfarm.tasks import farm as farm_api
 from backfarm.tasks.sweep import prepare_data
-from tests.farm.conftest import Farm, assert_exactly_once, chaos_expansion, wait_for
+from tests.farm.conftest import assert_exactly_once, chaos_expansion
 from tests.redis_server import free_port
+from tests.workers import Farm, wait_for
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 
 from backfarm.errors import ValidationError
 from backfarm.leaderboard import ranking
-from backfarm.leaderboard.model import AggregateRow
+from backfarm.leaderboard.model import AggregateRow, ResultRecord
 from tests.leaderboard.contract import AGGREGATED, make_record
 
 
@@ -105,8 +106,14 @@ class _Point:
     x: float
 
 
-def test_record_json_is_to_json() -> None:
-    plain = make_record("a", params={"n": 3, "w": 0.5}, extra={"curve": [1.0, 2.5], "tag": "ü"}, sharpe=None)
-    assert ranking.record_json(plain) == plain.to_json()
+def test_record_json_decodes_to_the_record_with_sorted_keys() -> None:
+    plain = make_record(
+        "a", params={"n": 3, "w": 0.5}, extra={"curve": [1.0, 2.5, 3.06869792167e-06, 1e22], "tag": "ü"}, sharpe=None
+    )
+    text = ranking.record_json(plain)
+    assert json.loads(text) == plain.to_dict()
+    assert ResultRecord.from_json(text) == plain
+    keys = list(json.loads(text))
+    assert keys == sorted(keys)
     with_dataclass = make_record("b", extra={"point": _Point(1.5)})
     assert ranking.record_json(with_dataclass) == with_dataclass.to_json()

@@ -272,6 +272,9 @@ def test_redis_farm_helpers(redis_url: str) -> None:
         assert store.attempt("s1", "j2") == 2
         assert store.attempt("s1", "j3") == 1
         assert store.attempts("s1") == {"j2": 2, "j3": 1}
+        assert store.attempt_many("s1", ["j2", "j5", "j5"]) == [3, 1, 2]  # in order, each counted once per mention
+        assert store.attempt_many("s1", []) == []
+        assert store.attempts("s1") == {"j2": 3, "j3": 1, "j5": 2}
         store.mark_dead("s1", "j3", "too many attempts")
         assert store.done(["j1", "j2", "other"]) == {"j1", "other"}
         assert store.pending("s1") == ["j2", "j4"]

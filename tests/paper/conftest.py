@@ -1,20 +1,11 @@
 """Paper fixtures: settings on a private data directory, session stores, replay specs, real paper workers.
 
-Workers run ``python -m backfarm worker --queues paper`` in their own process group (SIGKILL takes the whole worker,
-pool and all) and die with the test process.
+Workers are ``tests.workers`` workers on ``--queues paper`` (own process group, die with the test process).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +16,25 @@ from backfarm.candles.load import load_candles
 from backfarm.candles.schema import bars_per_year
 from backfarm.config import Settings
 from backfarm.engine.backtest import BacktestResult, run_backtest
-from backfarm.paper.checkpoint import SQLiteSessionStore
+from backfarm.paper.checkpoint import Commit, SQLiteSessionStore
 from backfarm.paper.spec import SessionSpec, build_spec, parse_time
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
+from tests.workers import Farm, farm_fixture, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
+PAPER_ENV = {
+    "BACKFARM_TASK_SOFT_TIME_LIMIT": "8",
+    "BACKFARM_TASK_TIME_LIMIT": "10",
+    "BACKFARM_VISIBILITY_TIMEOUT": "120",
+    "BACKFARM_RESTORE_INTERVAL": "1",
+}
+"""Short farm clocks for the paper workers."""
 FAST_PARAMS = {
     "momentum": {"lookback": 5, "threshold": 0.0},
     "mean_reversion": {"window": 10, "entry_z": 1.0},
     "breakout": {"entry": 10, "exit": 5},
 }
 """Short windows: these strategies trade within a few dozen bars."""
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:
-    """Poll ``predicate`` until truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)  # polling for a state change, not timing anything
 
 
 @pytest.fixture
@@ -96,91 +85,30 @@ def _utc(seconds: float):  # type: ignore[no-untyped-def]
     return datetime.fromtimestamp(seconds, UTC)
 
 
+class DyingStore(SQLiteSessionStore):
+    """A store whose process "dies" (raises ``error``) on its n-th commit, before writing it."""
+
+    def __init__(self, path: Path, die_at: int, error: type[BaseException]) -> None:
+        super().__init__(path)
+        self.die_at, self.commits, self.error = die_at, 0, error
+
+    def commit(self, session_id: str, token: str, commit: Commit) -> int:
+        self.commits += 1
+        if self.commits == self.die_at:
+            raise self.error()
+        return super().commit(session_id, token, commit)
+
+
 # --- real workers ------------------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class PaperWorker:
-    """One ``backfarm worker --queues paper`` subprocess and its log."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (main process and pool)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
-@dataclass
-class PaperFarm:
-    """Starts paper workers with one environment; kills them all at the end."""
-
-    env: dict[str, str]
-    logs: Path
-    workers: list[PaperWorker] = field(default_factory=list)
-
-    def start(self, name: str) -> PaperWorker:
-        log = self.logs / f"{name}.log"
-        cmd = [sys.executable, "-m", "backfarm", "worker", "--concurrency=1", f"--name={name}@test"]
-        cmd += ["--loglevel=INFO", "--queues=paper"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
-            )  # fmt: skip
-        worker = PaperWorker(name, proc, log)
-        self.workers.append(worker)
-        return worker
-
-    def ready(self, worker: PaperWorker, timeout: float = 90.0) -> None:
-        wait_for(
-            lambda: worker.proc.poll() is not None or f"{worker.name}@test ready." in worker.text(),
-            timeout,
-            f"worker {worker.name} to start",
-            every=0.1,
-        )
-        assert worker.proc.poll() is None, f"worker {worker.name} exited:\n{worker.text()[-3000:]}"
-
-    def close(self) -> None:
-        for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.kill()
 
 
 @pytest.fixture
 def paper_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     """Worker and client environment: the test Redis, a private data directory, short farm clocks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFARM_")}
-    env.update(
-        BACKFARM_REDIS_URL=redis_url,
-        BACKFARM_DATA_DIR=str(tmp_path / "data"),
-        BACKFARM_TASK_SOFT_TIME_LIMIT="8",
-        BACKFARM_TASK_TIME_LIMIT="10",
-        BACKFARM_VISIBILITY_TIMEOUT="120",
-        BACKFARM_RESTORE_INTERVAL="1",
-        PYTHONPATH=str(ROOT),
-        OMP_NUM_THREADS="1",
-    )
-    return env
+    return worker_env(redis_url, tmp_path / "data", **PAPER_ENV)
 
 
 @pytest.fixture
-def paper_farm(paper_env: dict[str, str], tmp_path: Path) -> Iterator[PaperFarm]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    farm = PaperFarm(paper_env, logs)
-    try:
-        yield farm
-    finally:
-        farm.close()
+def paper_farm(paper_env: dict[str, str], tmp_path: Path) -> Iterator[Farm]:
+    """A farm of paper workers, none started yet; every worker started through it is killed at the end."""
+    yield from farm_fixture(paper_env, tmp_path, queues="paper")

@@ -16,7 +16,7 @@ from backfarm.config import Settings
 from backfarm.leaderboard.factory import open_store
 from backfarm.leaderboard.model import Filters
 from backfarm.paper.checkpoint import SQLiteSessionStore
-from tests.paper.conftest import wait_for
+from tests.workers import wait_for
 
 runner = CliRunner()
 FIVE = "momentum,mean_reversion,breakout,ma_crossover,volatility"
@@ -140,5 +140,6 @@ def test_detached_local_session_stops_gracefully_with_final_metrics(env: dict[st
     assert set(info.final) == {"momentum@BTC-USD", "breakout@BTC-USD"}
     assert all(m is not None and m["trades"] >= 0 for m in info.final.values())
     assert info.accounts == {} or all(v[1] == 0.0 for v in info.accounts.values())  # flat: closed out at the end
-    assert f"paper session {session} stopped" in log.read_text()
+    # The runner writes its final status to the store before it prints its summary line and exits.
+    wait_for(lambda: f"paper session {session} stopped" in log.read_text(), 30, "the stop line in the log", every=0.1)
     store.close()

@@ -17,14 +17,15 @@ from backfarm.paper.checkpoint import RedisSessionStore, SQLiteSessionStore
 from backfarm.paper.session import run_session
 from backfarm.tasks.paper import enqueue_session
 from backfarm.workers.app import close_app, create_app
-from tests.paper.conftest import FAST_PARAMS, PaperFarm, replay_spec, wait_for
+from tests.paper.conftest import FAST_PARAMS, replay_spec
+from tests.workers import Farm, wait_for
 
 STRATEGIES = ["momentum", "mean_reversion", "breakout"]
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 
 def test_sigkilled_worker_resumes_elsewhere_with_each_fill_once(
-    paper_farm: PaperFarm, paper_env: dict[str, str], tmp_path: Path
+    paper_farm: Farm, paper_env: dict[str, str], tmp_path: Path
 ) -> None:
     settings = Settings.from_env(paper_env)
     # 120 one-minute bars at 900× real time: 8 s of wall clock, long enough to kill the worker in the middle.

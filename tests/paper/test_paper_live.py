@@ -20,11 +20,12 @@ from backfarm.coinbase.simulator import Faults, SimConfig, Simulator
 from backfarm.config import Settings
 from backfarm.leaderboard.model import Filters
 from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import Commit, SQLiteSessionStore
+from backfarm.paper.checkpoint import SQLiteSessionStore
 from backfarm.paper.report import build_report
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
-from tests.paper.conftest import FAST_PARAMS, wait_for
+from tests.paper.conftest import FAST_PARAMS, DyingStore
+from tests.workers import wait_for
 
 SPEED = 60.0
 STEP_NS = 60 * 10**9
@@ -123,24 +124,10 @@ class _Killed(BaseException):
     """A runner dying between two commits (not an Exception: nothing may handle it)."""
 
 
-class _DyingStore(SQLiteSessionStore):
-    """Dies on its n-th commit, before writing it."""
-
-    def __init__(self, path: Path, die_at: int) -> None:
-        super().__init__(path)
-        self.die_at, self.commits = die_at, 0
-
-    def commit(self, session_id: str, token: str, commit: Commit) -> int:
-        self.commits += 1
-        if self.commits == self.die_at:
-            raise _Killed()
-        return super().commit(session_id, token, commit)
-
-
 def test_a_live_session_resumes_from_its_checkpoint_and_ends_on_time(sim: Simulator, tmp_path: Path) -> None:
     settings = _settings(sim, tmp_path)
     spec = build_spec(["momentum"], ["BTC-USD"], 480, params={"momentum": FAST_PARAMS["momentum"]})
-    store = _DyingStore(tmp_path / "paper.sqlite", die_at=4)
+    store = DyingStore(tmp_path / "paper.sqlite", die_at=4, error=_Killed)
     store.create(spec)
     results = SQLiteStore(tmp_path / "r.sqlite")
     with pytest.raises(_Killed):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from backfarm.candles.load import load_candles
+from backfarm.candles.schema import NS_PER_SECOND as NS
 from backfarm.coinbase.quotes import Quote
 from backfarm.config import Settings
 from backfarm.engine.costs import Costs
@@ -19,7 +20,7 @@ from backfarm.errors import ValidationError
 from backfarm.leaderboard.sqlite import SQLiteStore
 from backfarm.paper.accounts import Account, Prices, SizeRules
 from backfarm.paper.bars import Bar, BarAggregator
-from backfarm.paper.broker import NS, Broker, Tick
+from backfarm.paper.broker import Broker, Tick
 from backfarm.paper.checkpoint import SQLiteSessionStore
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec

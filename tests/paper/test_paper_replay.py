@@ -15,10 +15,10 @@ import pytest
 from backfarm.config import Settings
 from backfarm.engine.costs import Costs
 from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import Commit, SQLiteSessionStore
+from backfarm.paper.checkpoint import SQLiteSessionStore
 from backfarm.paper.session import run_session
 from backfarm.strategies.registry import strategy_names
-from tests.paper.conftest import reference_backtests, replay_spec
+from tests.paper.conftest import DyingStore, reference_backtests, replay_spec
 
 BUILTINS = ["breakout", "ma_crossover", "mean_reversion", "momentum", "volatility"]
 WINDOW = ("1d", "2024-02-05T00:00:00Z")
@@ -85,26 +85,12 @@ class _Crash(BaseException):
     """Stands in for a worker killed between two commits (not an Exception: nothing may handle it)."""
 
 
-class _DyingStore(SQLiteSessionStore):
-    """A store whose process "dies" (raises) on the n-th commit, before writing it."""
-
-    def __init__(self, path: Path, die_at: int) -> None:
-        super().__init__(path)
-        self.die_at, self.commits = die_at, 0
-
-    def commit(self, session_id: str, token: str, commit: Commit) -> int:
-        self.commits += 1
-        if self.commits == self.die_at:
-            raise _Crash()
-        return super().commit(session_id, token, commit)
-
-
 def test_resume_from_checkpoint_records_each_fill_once(settings: Settings, tmp_path: Path) -> None:
     spec = replay_spec(["momentum", "breakout"], ["BTC-USD"], "8h", "2024-02-07T00:00:00Z", warmup="auto")
     _, expected = _replay(spec, settings, tmp_path)
     reference = SQLiteSessionStore(tmp_path / f"{spec.session_id}.sqlite")
     spec2 = replay_spec(["momentum", "breakout"], ["BTC-USD"], "8h", "2024-02-07T00:00:00Z", warmup="auto", lease_s=0.2)
-    dying = _DyingStore(tmp_path / "dying.sqlite", die_at=200)
+    dying = DyingStore(tmp_path / "dying.sqlite", die_at=200, error=_Crash)
     dying.create(spec2)
     results = SQLiteStore(tmp_path / "results.sqlite")
     with pytest.raises(_Crash):

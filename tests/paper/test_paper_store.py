@@ -14,7 +14,7 @@ from backfarm.errors import ValidationError
 from backfarm.paper.accounts import Fill, RoundTrip
 from backfarm.paper.checkpoint import Commit, LeaseLost, RedisSessionStore, SessionStore, SQLiteSessionStore
 from backfarm.paper.spec import build_spec
-from tests.paper.conftest import wait_for
+from tests.workers import wait_for
 
 
 @pytest.fixture(params=["sqlite", "redis"])

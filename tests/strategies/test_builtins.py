@@ -10,24 +10,9 @@ from backfarm.errors import ValidationError
 from backfarm.strategies.base import Params, Strategy
 from backfarm.strategies.builtins import BUILTINS, Breakout, MaCrossover, MeanReversion, Momentum, Volatility
 from backfarm.strategies.indicators import Indicators
+from tests.strategies.candles import make_candles
 
 SYMBOLS = 5
-
-
-def make_candles(close, high=None, low=None) -> Candles:
-    close = np.asarray(close, dtype=np.float64)
-    n = close.size
-    return Candles(
-        source="synthetic",
-        symbol="BTC-USD",
-        granularity="1m",
-        ts=np.arange(n, dtype=np.int64) * 60_000_000_000,
-        open=np.r_[close[:1], close[:-1]],
-        high=close + 0.5 if high is None else np.asarray(high, dtype=np.float64),
-        low=close - 0.5 if low is None else np.asarray(low, dtype=np.float64),
-        close=close,
-        volume=np.ones(n),
-    )
 
 
 def random_candles(n: int = 2000, seed: int = 11) -> Candles:

@@ -13,6 +13,7 @@ from backfarm.strategies.base import Param, Params, Strategy
 from backfarm.strategies.builtins import BUILTINS
 from backfarm.strategies.check import CheckReport, check_strategy, cut_points
 from backfarm.strategies.indicators import Indicators
+from tests.strategies.candles import make_candles as candles_of
 
 N = 400
 RISE_FROM = 100  # flat until this bar, rising afterwards
@@ -20,18 +21,7 @@ RISE_FROM = 100  # flat until this bar, rising afterwards
 
 def make_candles(close) -> Candles:
     close = np.asarray(close, dtype=np.float64)
-    n = close.size
-    return Candles(
-        source="synthetic",
-        symbol="BTC-USD",
-        granularity="1m",
-        ts=np.arange(n, dtype=np.int64) * 60_000_000_000,
-        open=np.r_[close[:1], close[:-1]],
-        high=close * 1.001,
-        low=close * 0.999,
-        close=close,
-        volume=np.ones(n),
-    )
+    return candles_of(close, high=close * 1.001, low=close * 0.999)
 
 
 def flat_then_rising() -> Candles:

@@ -10,25 +10,10 @@ import pytest
 from backfarm.candles.schema import Candles
 from backfarm.errors import ValidationError
 from backfarm.strategies.indicators import Indicators
+from tests.strategies.candles import make_candles
 
 NAN = math.nan
 WINDOWS = (1, 2, 3, 7, 50, 400)
-
-
-def make_candles(close, high=None, low=None) -> Candles:
-    close = np.asarray(close, dtype=np.float64)
-    n = close.size
-    return Candles(
-        source="synthetic",
-        symbol="BTC-USD",
-        granularity="1m",
-        ts=np.arange(n, dtype=np.int64) * 60_000_000_000,
-        open=np.r_[close[:1], close[:-1]],
-        high=close + 0.5 if high is None else np.asarray(high, dtype=np.float64),
-        low=close - 0.5 if low is None else np.asarray(low, dtype=np.float64),
-        close=close,
-        volume=np.ones(n),
-    )
 
 
 def random_candles(n: int = 1500, seed: int = 7, level: float = 50_000.0) -> Candles:

@@ -166,3 +166,18 @@ def test_spec_file_toml_and_flag_override(tmp_path: Path) -> None:
     bad.write_text("strategy = ['momentum']\n")
     with pytest.raises(ConfigError, match="did you mean 'strategies'"):
         load_spec_file(bad)
+
+
+def test_a_batch_carries_the_curves_choice_through_its_message() -> None:
+    from backfarm.sweeps.jobs import Batch, make_batches
+
+    jobs = expand(SweepSpec(strategies=("momentum",), symbols=("BTC-USD",), grid=True, days=2)).jobs
+    lean = make_batches(jobs, 10, curves=False)
+    assert all(not b.curves for b in lean)
+    assert all(Batch.from_dict(b.to_dict()) == b and not Batch.from_dict(b.to_dict()).curves for b in lean)
+    full = make_batches(jobs, 10)
+    assert "curves" not in full[0].to_dict()  # messages as before when curves are kept
+    assert Batch.from_dict(full[0].to_dict()).curves
+    assert lean[0].batch_id == full[0].batch_id  # the same jobs: the same batch
+    with pytest.raises(TypeError, match="curves"):
+        Batch.from_dict({**lean[0].to_dict(), "curves": "no"})

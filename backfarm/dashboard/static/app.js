@@ -485,21 +485,12 @@
     destroy("paper");
     node.textContent = "";
     node.setAttribute("data-points", "0");
-    const tables = [], series = [{ label: "time (UTC)" }];
+    const lines = [];
     data.curves.forEach((c, i) => {
-      if (!c.ts.length) return;
-      tables.push([c.ts, c.equity.map((e) => (e / data.capital - 1) * 100)]);
-      series.push({ label: c.account, stroke: COLORS[i % COLORS.length], width: 1.2, spanGaps: true,
-        value: (u, v) => v === null ? "—" : v.toFixed(2) + "%" });
+      if (c.ts.length) lines.push({ label: c.account, index: i, ts: c.ts, equity: c.equity, capital: data.capital });
     });
-    if (!tables.length) { node.appendChild(el("p", { class: "muted", text: "no bars yet" })); return; }
-    const joined = tables.length === 1 ? tables[0] : uPlot.join(tables);
-    charts.paper = new uPlot({
-      width: chartWidth(node), height: 240, tzDate: utc, legend: { show: true, live: false },
-      scales: { x: { time: true } }, series: series,
-      axes: [{}, { size: 60, values: (u, vals) => vals.map((v) => v.toFixed(1) + "%") }],
-    }, joined, node);
-    node.setAttribute("data-points", String(joined[0].length));
+    if (!lines.length) { node.appendChild(el("p", { class: "muted", text: "no bars yet" })); return; }
+    drawReturns("paper", node, lines, 240);
   }
 
   // --- charts ---------------------------------------------------------------------------------------------------
@@ -513,6 +504,23 @@
   }
 
   const utc = (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC");
+
+  // Several equity curves as percent returns on one time axis (lines: label, index = colour, ts, equity, capital).
+  function drawReturns(name, node, lines, height) {
+    const tables = [], series = [{ label: "time (UTC)" }];
+    for (const line of lines) {
+      tables.push([line.ts, line.equity.map((e) => (e / line.capital - 1) * 100)]);
+      series.push({ label: line.label, stroke: COLORS[line.index % COLORS.length], width: 1.2, spanGaps: true,
+        value: (u, v) => v === null ? "—" : v.toFixed(2) + "%" });
+    }
+    const joined = tables.length === 1 ? tables[0] : uPlot.join(tables);
+    charts[name] = new uPlot({
+      width: chartWidth(node), height: height, tzDate: utc, legend: { show: true, live: false },
+      scales: { x: { time: true } }, series: series,
+      axes: [{}, { size: 60, values: (u, vals) => vals.map((v) => v.toFixed(1) + "%") }],
+    }, joined, node);
+    node.setAttribute("data-points", String(joined[0].length));
+  }
 
   function triangle(ctx, x, y, up, color, size) {
     ctx.beginPath();
@@ -559,7 +567,7 @@
     const curve = decodeEquity(detail.extra);
     if (!curve) {
       eqNode.appendChild(el("p", { class: "muted", text: detail.curve_note || "no equity curve stored for this result" }));
-      return null;
+      return { curve: null, trades: null };
     }
     const trades = decodeTrades(detail.extra);
     const width = chartWidth(eqNode);
@@ -582,7 +590,7 @@
     }, [curve.ts, drawdown(curve.equity, detail.capital)], ddNode);
     eqNode.setAttribute("data-points", String(curve.ts.length));
     ddNode.setAttribute("data-points", String(curve.ts.length));
-    return trades;
+    return { curve: curve, trades: trades };
   }
 
   function renderTrades(trades, curve) {
@@ -639,9 +647,8 @@
       if (state.selected !== jobId) return;
       $("#detail-title").textContent = "— " + d.strategy + " · " + d.symbol;
       renderInfo(d);
-      const trades = drawEquity(d);
-      const curve = decodeEquity(d.extra);
-      renderTrades(trades, curve);
+      const drawn = drawEquity(d);
+      renderTrades(drawn.trades, drawn.curve);
     } catch (e) {
       destroy("equity");
       destroy("drawdown");
@@ -665,24 +672,17 @@
     if (!ids.length) { node.appendChild(el("p", { class: "muted", text: "no stored curves among these rows" })); return; }
     const data = await source.curves(ids);
     if (key !== compareKey) return;
-    const tables = [], series = [{ label: "time (UTC)" }];
+    const lines = [];
     ids.forEach((id, i) => {
       const c = data.curves[id];
       if (!c) return;
       const curve = decodeEquity(c);
-      tables.push([curve.ts, curve.equity.map((e) => (e / c.capital - 1) * 100)]);
       const r = rows.find((x) => x.job_id === id);
-      series.push({ label: "#" + (i + 1) + " " + r.strategy + " " + r.symbol, stroke: COLORS[i % COLORS.length],
-        width: 1.2, spanGaps: true, value: (u, v) => v === null ? "—" : v.toFixed(2) + "%" });
+      lines.push({ label: "#" + (i + 1) + " " + r.strategy + " " + r.symbol, index: i, ts: curve.ts,
+        equity: curve.equity, capital: c.capital });
     });
-    if (!tables.length) { node.appendChild(el("p", { class: "muted", text: "no stored curves among these rows" })); return; }
-    const joined = tables.length === 1 ? tables[0] : uPlot.join(tables);
-    charts.compare = new uPlot({
-      width: chartWidth(node), height: 260, tzDate: utc, legend: { show: true, live: false },
-      scales: { x: { time: true } }, series: series,
-      axes: [{}, { size: 60, values: (u, vals) => vals.map((v) => v.toFixed(1) + "%") }],
-    }, joined, node);
-    node.setAttribute("data-points", String(joined[0].length));
+    if (!lines.length) { node.appendChild(el("p", { class: "muted", text: "no stored curves among these rows" })); return; }
+    drawReturns("compare", node, lines, 260);
   }
 
   // --- refresh loop ---------------------------------------------------------------------------------------------
@@ -739,8 +739,9 @@
     bindControls();
     syncControls();
     window.addEventListener("resize", resize);
+    const fromHash = state.selected;  // without one, the first refresh selects the top row itself
     await refresh();
-    if (state.selected) select(state.selected);
+    if (fromHash) select(fromHash);
     if (!report) {
       setInterval(() => { if (!document.hidden) refresh(); }, Math.max(0.5, meta.refresh_s) * 1000);
     }

@@ -1,0 +1,34 @@
+"""How metrics, parameters and windows read as text: shared by the terminal tables, the dashboard and the PNG plot.
+
+Pure string formatting (no rich, no typer), so any part of the package may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PERCENT: tuple[str, ...] = ("total_return", "cagr", "volatility", "max_drawdown", "win_rate", "avg_trade", "exposure")
+"""Metrics shown as percentages (the terminal tables, the dashboard page and the plot)."""
+_SIGNED = frozenset({"total_return", "cagr", "avg_trade", "max_drawdown"})
+
+
+def fmt_metric(name: str, value: float | int | None) -> str:
+    """A metric for a table cell: percentages for return-like metrics, '—' for undefined."""
+    if value is None:
+        return "—"
+    if name in PERCENT:
+        return f"{value * 100:+.2f}%" if name in _SIGNED else f"{value * 100:.1f}%"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    """``fast=10 slow=30``."""
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def short_window(start: str, end: str) -> str:
+    """``2026-10-24→11-23`` style window label."""
+    s, e = start[:10], end[:10]
+    return f"{s}→{e[5:] if e[:4] == s[:4] else e}"
