@@ -2,9 +2,10 @@
 
 The README is the front door, so a renamed option must not leave it showing a command that fails. Each command line
 of its shell blocks (continuation lines joined, comments dropped, ``docker compose run --rm cli ...`` read as the
-``backfarm`` command it runs) goes through the real click parser. Values are not checked (placeholders such as
-``SWEEP_ID`` or ``PASSWORD`` stand in for them); the quickstart's own commands run for real in other tests. A usage
-synopsis in brackets (``[ID] [--watch]``) is checked with every optional part present.
+``backfarm`` command it runs) goes through the real CLI with ``--help`` appended, which parses every option and
+runs nothing. Values and the count of positional arguments are not checked (placeholders such as ``SWEEP_ID`` stand
+in for them); the quickstart's own commands run for real in other tests. A usage synopsis in brackets
+(``[ID] [--watch]``) is checked with every optional part present.
 """
 
 from __future__ import annotations
