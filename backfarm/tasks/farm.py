@@ -352,7 +352,7 @@ def wait(
 
     When nothing finished for ``stall_s`` (default: the visibility timeout plus two restore sweeps) while the
     backtest queue is empty, messages were lost: the pending jobs are reconciled (re-enqueued) automatically. When a
-    worker that answered pings stops answering, the wait before reconciling shrinks to ``LOST_WORKER_STALL_S``.
+    worker that answered pings misses two in a row, the wait before reconciling shrinks to ``LOST_WORKER_STALL_S``.
     Workers are pinged in the background, so a slow ping never delays the progress shown.
     """
     with _app(settings, app) as celery:
@@ -375,16 +375,12 @@ def _wait(
     first = progress(store, sweep_id)
     baseline = first.done + first.dead
     reconciled = 0
-    seen: set[str] = set()
-    lost = False
     with _Pinger(app) as pinger, _Wakeups(store, sweep_id) as wakeups:
         while True:
             now = time.monotonic()
-            if pinger.workers is not None:
-                # A worker that answered before and no longer does took its unacked batch with it: no need to wait
-                # out the visibility timeout before re-enqueueing (a duplicate run is harmless, commits are atomic).
-                lost = lost or bool(seen - set(pinger.workers))
-                seen |= set(pinger.workers)
+            # A worker that answered before and no longer does took its unacked batch with it: no need to wait out
+            # the visibility timeout before re-enqueueing (a duplicate run is harmless, commits are atomic).
+            lost = bool(pinger.missing)
             current = progress(store, sweep_id)
             finished = current.done + current.dead
             if window.samples and finished != window.samples[-1][1]:
@@ -404,7 +400,6 @@ def _wait(
                             current.sweep_id, now - last_move, count)  # fmt: skip
                 reconciled += count
                 last_move = now
-                lost = False
             wakeups.wait(poll_s)
     # The first ping may not have come back yet (it is not waited for): the workers that reported batches count.
     current.workers = _known_workers(pinger.workers, wakeups.workers)
@@ -473,17 +468,30 @@ class _Wakeups:
 
 
 class _Pinger:
-    """Pings the workers every ``PING_EVERY_S`` on a daemon thread; ``workers`` is the latest answer."""
+    """Pings the workers every ``PING_EVERY_S`` on a daemon thread; ``workers`` is the latest answer, ``missing``
+    the workers that answered an earlier ping but neither of the last two.
+
+    One missed ping proves nothing (a reply later than ``PING_TIMEOUT_S`` on a busy machine, a broker hiccup); two
+    in a row, ``PING_EVERY_S`` apart, are what a dead worker looks like.
+    """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.workers: list[str] | None = None
+        self.missing: frozenset[str] = frozenset()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backfarm-ping", daemon=True)
 
     def _run(self) -> None:
+        seen: set[str] = set()
+        previous: set[str] | None = None
         while not self._stop.is_set():
-            self.workers = live_workers(self.app)
+            answer = set(live_workers(self.app))
+            self.workers = sorted(answer)
+            if previous is not None:
+                self.missing = frozenset(seen - answer - previous)
+            seen |= answer
+            previous = answer
             self._stop.wait(PING_EVERY_S)
 
     def __enter__(self) -> _Pinger:

@@ -210,8 +210,8 @@ def test_5xx_retries_are_capped_then_service_unavailable(sim: Simulator) -> None
 
 
 def test_read_timeout_is_retried(sim: Simulator) -> None:
-    sim.faults.delays = [1.0]
-    client = make_client(sim, timeout=(2.0, 0.3))
+    sim.faults.delays = [3.0]  # the first answer comes after the 1 s read timeout; the retry's at once
+    client = make_client(sim, timeout=(2.0, 1.0))
     assert client.get_product("BTC-USD").product_id == "BTC-USD"
     assert len(sim.requests) == 2
 

@@ -145,7 +145,7 @@ def test_rest_fallback_while_the_socket_is_down(sim: Simulator) -> None:
 
 def test_duration_ends_the_iteration(sim: Simulator) -> None:
     feed = _feed(sim)
-    quotes = list(feed.quotes(duration=0.5))
+    quotes = list(feed.quotes(duration=2.0))
     assert quotes and feed.stats.connects == 1
 
 

@@ -6,12 +6,14 @@ member per job, no conflicting recomputation, queues drained, no Celery result k
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kombu import Connection
 from typer.testing import CliRunner
 
@@ -76,7 +78,7 @@ def test_two_workers_run_2000_jobs_exactly_once_with_the_embedded_metrics(farm: 
     assert all(local_results[j].result_hash == farm_results[j].result_hash for j in farm_results)
 
 
-def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None) -> None:
+def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None, redelivery_only: None) -> None:
     settings = farm.settings
     expansion = slow_sweep()
     prepare_data(expansion, settings)
@@ -95,7 +97,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None) -> Non
     assert "'mode': 'careful'" in survivor.text()
 
 
-def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None) -> None:
+def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None, redelivery_only: None) -> None:
     server = RedisServer(appendonly=True, password="restart-pw", directory=tmp_path / "redis").start()
     try:
         farm.env["BACKFARM_REDIS_URL"] = server.url
@@ -149,7 +151,11 @@ def test_a_double_submit_and_a_redelivered_batch_commit_nothing_twice(farm: Farm
         assert_exactly_once(store, sweep_id)
 
 
-def test_a_job_that_always_crashes_ends_dead_and_status_says_why(farm: Farm, chaos: None) -> None:
+def test_a_job_that_always_crashes_ends_dead_and_status_says_why(
+    farm: Farm, chaos: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `status` lists the workers that answer its ping: give a busy machine time to answer it.
+    monkeypatch.setattr(farm_api, "live_workers", functools.partial(farm_api.live_workers, timeout=5.0))
     settings = farm.settings
     expansion = chaos_expansion([{"every": 2}, {"every": 3}, {"every": 4, "mode": CRASH}, {"every": 5}, {"every": 6}])
     crasher = expansion.jobs[2].job_id

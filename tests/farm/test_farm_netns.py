@@ -112,7 +112,7 @@ def hosts() -> Iterator[tuple[Host, Host]]:
 
 
 def test_cutting_one_hosts_link_mid_sweep_completes_on_the_other(
-    farm: Farm, hosts: tuple[Host, Host], chaos: None
+    farm: Farm, hosts: tuple[Host, Host], chaos: None, redelivery_only: None
 ) -> None:
     h1, h2 = hosts
     server = VethRedis([h1.redis_address, h2.redis_address], password="veth-pw").start()

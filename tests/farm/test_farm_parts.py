@@ -4,6 +4,7 @@ the cluster lock and rate limit. No worker processes here (see test_farm_cluster
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import ssl
@@ -29,6 +30,7 @@ from backfarm.workers import lifecycle
 from backfarm.workers.app import BATCH_TASK, FETCH_TASK, PAPER_TASK, QUEUES, create_app
 from tests.farm.conftest import chaos_expansion
 from tests.farm.farmplugin import CRASH, RAISE
+from tests.workers import wait_for
 
 
 @pytest.fixture
@@ -136,7 +138,9 @@ def test_a_waiting_client_wakes_when_a_worker_reports_a_batch(ctx: Any, store: R
         target=lambda: results.append(farm.wait(sweep_id, ctx.settings, store, poll_s=30.0, timeout_s=60.0))
     )
     waiter.start()
-    time.sleep(0.3)  # let it subscribe (a message sent before that is lost; the poll would still find the result)
+    # A message sent before the waiter subscribes is lost (the poll would still find the result, 30 s later).
+    channel = FarmKeys(store.keys.prefix).progress_channel(sweep_id)
+    wait_for(lambda: store.client.pubsub_numsub(channel)[0][1] >= 1, 20, "the waiter to subscribe")
     report = process_batch(ctx, sweep_id, batch)
     announce(ctx, sweep_id, report, "w1@farm-host")
     waiter.join(timeout=20.0)
@@ -285,6 +289,40 @@ def test_wait_reconciles_a_sweep_whose_messages_were_lost(settings: Settings, st
     assert updates[0].total == 2 and updates[0].pending == 2
 
 
+def _scripted_pings(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -> None:
+    """Workers answer the wait's pings as ``answers`` says, in a loop, one answer every 50 ms."""
+    replies = itertools.cycle(answers)
+    monkeypatch.setattr(farm, "live_workers", lambda app, timeout=0.0: next(replies))
+    monkeypatch.setattr(farm, "PING_EVERY_S", 0.05)
+    monkeypatch.setattr(farm, "LOST_WORKER_STALL_S", 0.3)
+
+
+def test_wait_reconciles_early_when_a_worker_misses_two_pings(
+    settings: Settings, store: RedisStore, chaos: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops answering took its unacked batch with it: the wait re-enqueues after the short stall,
+    not after the visibility timeout (``stall_s`` here: far beyond the test)."""
+    _scripted_pings(monkeypatch, [["a", "b"], ["a", "b"], *[["a"]] * 1000])
+    expansion = chaos_expansion([{"every": n} for n in (2, 3)])
+    farm.submit(expansion, settings, store)
+    store.client.delete("backtest")  # the batch "b" had taken, gone with it
+    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=5.0)
+    assert last.reconciled == 2 and store.client.llen("backtest") == 1
+
+
+def test_one_missed_ping_at_a_time_is_not_a_lost_worker(
+    settings: Settings, store: RedisStore, chaos: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late reply on a busy machine looks like a missed ping: alone, it must not trigger a reconcile."""
+    _scripted_pings(monkeypatch, [["a", "b"], ["a"]])
+    expansion = chaos_expansion([{"every": n} for n in (2, 3)])
+    farm.submit(expansion, settings, store)
+    store.client.delete("backtest")
+    # Bounded wait for something that must not happen: about 30 answers, every other one without "b".
+    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=1.5)
+    assert last.reconciled == 0 and store.client.llen("backtest") == 0
+
+
 def test_resubmitting_a_sweep_whose_messages_are_gone_re_enqueues_it(
     settings: Settings, store: RedisStore, chaos: None
 ) -> None:
@@ -321,9 +359,14 @@ def test_the_rate_limit_is_one_budget_for_every_worker(store: RedisStore) -> Non
     keys = FarmKeys(store.keys.prefix)
     a = RedisRateLimiter(store.client, keys, {"public": 10.0})
     b = RedisRateLimiter(store.client, keys, {"public": 10.0})  # another worker
-    waits = [a.reserve("public"), b.reserve("public"), a.reserve("public")]
-    assert waits[0] < 0.01
-    assert 0.09 < waits[1] <= 0.1 and 0.19 < waits[2] <= 0.2  # slots 100 ms apart on Redis' clock
+    waits, slots = [], []
+    for limiter in (a, b, a):
+        waits.append(limiter.reserve("public"))
+        slots.append(int(store.client.get(keys.rate("public"))))
+    # The booked slots are exactly 100 ms apart on Redis' clock, whichever worker booked them; each caller waits
+    # for its own slot (less the time since the first call, which a loaded machine stretches).
+    assert [s - slots[0] for s in slots] == [0, 100_000, 200_000]
+    assert waits[0] == 0.0 and 0.0 < waits[1] <= 0.1 < waits[2] <= 0.2
 
 
 def test_a_partition_is_fetched_by_one_worker_at_a_time(store: RedisStore) -> None:

@@ -104,21 +104,15 @@ def test_sqlite_uses_wal_and_shares_the_file(tmp_path: Path) -> None:
         assert first.sweep("s1") is not None
 
 
-def test_sqlite_put_is_one_transaction_and_fast(tmp_path: Path) -> None:
-    import time
-
+def test_sqlite_put_is_one_transaction(tmp_path: Path) -> None:
+    """2,000 results in one write transaction (its speed is the benchmark's business: ``backfarm bench``)."""
     records = [make_record(f"{i:06d}", sharpe=i / 1000) for i in range(2000)]
     with closing(SQLiteStore(tmp_path / "results.sqlite")) as store:
         statements: list[str] = []
         store._db.set_trace_callback(statements.append)
-        start = time.perf_counter()
         assert store.put(records) == PutReport(inserted=2000)
-        elapsed = time.perf_counter() - start
         store._db.set_trace_callback(None)
         assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
-        # Measured ~0.13 s on the 2-core CI box (about 70 ms of it is the records' own JSON and hashes); the bound
-        # only catches a regression to per-row transactions or statements.
-        assert elapsed < 1.0
         assert store.put(records) == PutReport(duplicates=2000)
 
 
