@@ -134,13 +134,19 @@ def test_a_waiting_client_wakes_when_a_worker_reports_a_batch(ctx: Any, store: R
     interval (30 s here), and names the worker that ran it."""
     sweep_id, batch = _sweep(store, ctx.settings, [{"every": n} for n in (2, 3)])
     results: list[farm.Progress] = []
-    waiter = threading.Thread(
-        target=lambda: results.append(farm.wait(sweep_id, ctx.settings, store, poll_s=30.0, timeout_s=60.0))
-    )
+    looked = threading.Event()  # set once the waiter has subscribed and seen the sweep unfinished
+
+    def waiting() -> None:
+        results.append(
+            farm.wait(sweep_id, ctx.settings, store, on_update=lambda _: looked.set(), poll_s=30.0, timeout_s=60.0)
+        )
+
+    waiter = threading.Thread(target=waiting)
     waiter.start()
-    # A message sent before the waiter subscribes is lost (the poll would still find the result, 30 s later).
+    # Publishing before that would race: a waiter that first looks after the commit ends at once, message unread.
+    assert looked.wait(20), "the waiter never reported progress"
     channel = FarmKeys(store.keys.prefix).progress_channel(sweep_id)
-    wait_for(lambda: store.client.pubsub_numsub(channel)[0][1] >= 1, 20, "the waiter to subscribe")
+    wait_for(lambda: store.client.pubsub_numsub(channel)[0][1] >= 1, 20, "the server to register the subscription")
     report = process_batch(ctx, sweep_id, batch)
     announce(ctx, sweep_id, report, "w1@farm-host")
     waiter.join(timeout=20.0)
