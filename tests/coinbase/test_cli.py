@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,7 +103,6 @@ def test_sim_rejects_bad_flags(env: dict[str, str]) -> None:
 
 
 def test_sim_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
-    port = free_port()
     environment = {
         **os.environ,
         "BACKFARM_DATA_DIR": str(tmp_path),
@@ -110,7 +110,7 @@ def test_sim_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
         "BACKFARM_COINBASE_PRIVATE_KEY": "",
         "BACKFARM_COINBASE_KEY_FILE": "",
     }
-    cmd = [sys.executable, "-c", "from backfarm.cli import main; main()", "coinbase", "sim", "--port", str(port)]
+    cmd = [sys.executable, "-c", "from backfarm.cli import main; main()", "coinbase", "sim", "--port", "0"]
     proc = subprocess.Popen(cmd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     announced = threading.Event()
@@ -127,6 +127,10 @@ def test_sim_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     try:
         # Interrupt only once it has said everything: a Ctrl-C in the middle of the announcement cuts it short.
         assert announced.wait(timeout=15), f"simulator did not announce itself: {''.join(lines)}"
+        # Port 0: the system picks a free one (a port chosen here could be taken before the simulator binds it).
+        found = re.search(r"BACKFARM_COINBASE_API_URL=http://127\.0\.0\.1:(\d+)", "".join(lines))
+        assert found and int(found.group(1)) > 0, "".join(lines)
+        port = int(found.group(1))
         url = f"http://127.0.0.1:{port}/api/v3/brokerage/time"
         assert requests.get(url, timeout=5).status_code == 200
     finally:

@@ -81,21 +81,42 @@ def _get(url: str, auth: str | None = None, post: bool = False) -> tuple[int, An
         return exc.code, exc.headers
 
 
-def test_flower_without_credentials_answers_401(farm_env: dict[str, str], tmp_path: Path) -> None:
-    port = free_port()
-    env = {**farm_env, "BACKFARM_FLOWER_AUTH": "admin:flower-s3cret"}
-    log = (tmp_path / "flower.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backfarm", "flower", f"--port={port}"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    try:
+def _start_flower(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``backfarm flower`` on a free port, listening; another port if that one was taken before Flower bound it."""
+    for _ in range(3):
+        port = free_port()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "backfarm", "flower", f"--port={port}"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
 
-        def listening() -> bool:
-            assert proc.poll() is None, (tmp_path / "flower.log").read_text()
+        def up(proc: subprocess.Popen[bytes] = proc, port: int = port) -> bool:
+            if proc.poll() is not None:
+                return True
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
-        wait_for(listening, 60, "Flower to listen")
+        try:
+            wait_for(up, 60, "Flower to listen")
+        except AssertionError:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.poll() is None:
+            return proc, port
+        if "already in use" not in log_path.read_text():
+            raise AssertionError(f"Flower exited with {proc.returncode}: {log_path.read_text()}")
+    raise AssertionError("no free port for Flower in 3 tries")
+
+
+def test_flower_without_credentials_answers_401(farm_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**farm_env, "BACKFARM_FLOWER_AUTH": "admin:flower-s3cret"}
+    proc, port = _start_flower(env, tmp_path / "flower.log")
+    try:
         base = f"http://127.0.0.1:{port}"
         for path, post in [("/", 0), ("/workers", 0), ("/api/workers", 0), ("/api/task/send-task/x", 1)]:
             status, headers = _get(base + path, post=bool(post))
@@ -108,7 +129,6 @@ def test_flower_without_credentials_answers_401(farm_env: dict[str, str], tmp_pa
     finally:
         proc.kill()
         proc.wait()
-        log.close()
 
 
 # --- docker compose -----------------------------------------------------------------------------------------------
