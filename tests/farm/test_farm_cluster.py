@@ -97,7 +97,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None, redeli
     assert "'mode': 'careful'" in survivor.text()
 
 
-def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None, redelivery_only: None) -> None:
+def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None) -> None:
     server = RedisServer(appendonly=True, password="restart-pw", directory=tmp_path / "redis").start()
     try:
         farm.env["BACKFARM_REDIS_URL"] = server.url
@@ -114,8 +114,11 @@ def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos
         for w in workers:  # each worker reconnects by itself
             wait_for(lambda w=w: w.count("Connected to redis://") >= 2, 60, f"{w.name} to reconnect")
         with RedisStore(server.url) as store:
-            final = farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=60)
-            assert final.complete and final.reconciled == 0
+            # A restart can swallow a message in flight (a worker's BRPOP answered just before the server went away
+            # never reaches it, and it is in no queue): the wait re-enqueues what stays missing, as
+            # `backfarm backtest` does, here after 20 s without progress instead of the default ~20 min.
+            final = farm_api.wait(sweep_id, settings, store, stall_s=20, timeout_s=120)
+            assert final.complete
             assert_exactly_once(store, sweep_id)
     finally:
         farm.close()
