@@ -257,7 +257,8 @@ def expand(
     if total > MAX_JOBS:
         raise ValidationError(f"the sweep would have {total:,} jobs (limit {MAX_JOBS:,}); narrow it")
     jobs = []
-    for symbol, (w_start, w_end) in product(symbols, spans):
+    spans_iso = [(iso(a), iso(b)) for a, b in spans]  # formatted once per window, not once per job
+    for symbol, (w_start, w_end) in product(symbols, spans_iso):
         for strategy, sets in param_sets:
             for params in sets:
                 jobs.append(
@@ -267,8 +268,8 @@ def expand(
                         params=params,
                         symbol=symbol,
                         granularity=spec.granularity,
-                        start=iso(w_start),
-                        end=iso(w_end),
+                        start=w_start,
+                        end=w_end,
                         source=spec.source,
                         costs=costs,
                         capital=float(spec.capital),
