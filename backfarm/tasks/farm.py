@@ -347,16 +347,17 @@ def wait(
     poll_s: float = 0.2,
     stall_s: float | None = None,
     timeout_s: float | None = None,
+    lost_stall_s: float = LOST_WORKER_STALL_S,
 ) -> Progress:
     """Poll until the sweep is complete or cancelled (or ``timeout_s`` passes); returns the last progress.
 
     When nothing finished for ``stall_s`` (default: the visibility timeout plus two restore sweeps) while the
     backtest queue is empty, messages were lost: the pending jobs are reconciled (re-enqueued) automatically. When a
-    worker that answered pings misses two in a row, the wait before reconciling shrinks to ``LOST_WORKER_STALL_S``.
+    worker that answered pings misses two in a row, the wait before reconciling shrinks to ``lost_stall_s``.
     Workers are pinged in the background, so a slow ping never delays the progress shown.
     """
     with _app(settings, app) as celery:
-        return _wait(sweep_id, settings, store, celery, on_update, poll_s, stall_s, timeout_s)
+        return _wait(sweep_id, settings, store, celery, on_update, poll_s, stall_s, timeout_s, lost_stall_s)
 
 
 def _wait(
@@ -368,6 +369,7 @@ def _wait(
     poll_s: float,
     stall_s: float | None,
     timeout_s: float | None,
+    lost_stall_s: float,
 ) -> Progress:
     stall_s = stall_s if stall_s is not None else settings.visibility_timeout_s + 2 * settings.restore_interval_s + 5
     started = last_move = time.monotonic()
@@ -393,7 +395,7 @@ def _wait(
                 on_update(current)
             if current.complete or current.cancelled or (timeout_s is not None and now - started >= timeout_s):
                 break
-            limit = min(stall_s, LOST_WORKER_STALL_S) if lost else stall_s
+            limit = min(stall_s, lost_stall_s) if lost else stall_s
             if now - last_move >= limit and current.queued == 0:
                 count = reconcile(current.sweep_id, settings, store, app)
                 log.warning("sweep %s made no progress for %.0f s with nothing queued: re-enqueued %d jobs",

@@ -63,15 +63,6 @@ def chaos() -> None:
         register(Chaos)
 
 
-@pytest.fixture
-def redelivery_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No early reconcile when a worker vanishes: the test proves that the broker's redelivery alone recovers its
-    batch (else the wait's lost-worker shortcut and the redelivery race, both about 15 s after the loss)."""
-    from backfarm.tasks import farm as farm_api
-
-    monkeypatch.setattr(farm_api, "LOST_WORKER_STALL_S", 10**6)
-
-
 def chaos_expansion(param_sets: list[dict[str, int]], symbols: tuple[str, ...] = ("BTC-USD",)) -> Expansion:
     """A one-day, hourly sweep of the chaos strategy with explicit parameter sets."""
     params = {"chaos": param_sets}

@@ -300,7 +300,6 @@ def _scripted_pings(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -
     replies = itertools.cycle(answers)
     monkeypatch.setattr(farm, "live_workers", lambda app, timeout=0.0: next(replies))
     monkeypatch.setattr(farm, "PING_EVERY_S", 0.05)
-    monkeypatch.setattr(farm, "LOST_WORKER_STALL_S", 0.3)
 
 
 def test_wait_reconciles_early_when_a_worker_misses_two_pings(
@@ -312,7 +311,7 @@ def test_wait_reconciles_early_when_a_worker_misses_two_pings(
     expansion = chaos_expansion([{"every": n} for n in (2, 3)])
     farm.submit(expansion, settings, store)
     store.client.delete("backtest")  # the batch "b" had taken, gone with it
-    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=5.0)
+    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=5.0, lost_stall_s=0.3)
     assert last.reconciled == 2 and store.client.llen("backtest") == 1
 
 
@@ -325,7 +324,7 @@ def test_one_missed_ping_at_a_time_is_not_a_lost_worker(
     farm.submit(expansion, settings, store)
     store.client.delete("backtest")
     # Bounded wait for something that must not happen: about 30 answers, every other one without "b".
-    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=1.5)
+    last = farm.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=1.5, lost_stall_s=0.3)
     assert last.reconciled == 0 and store.client.llen("backtest") == 0
 
 
