@@ -1,0 +1,75 @@
+"""The store's identity, pinned: job ids, the sweep id, result hashes and metrics of one fixed sweep.
+
+Job ids and result hashes are what every stored result is found and checked by: a change that moves them makes every
+stored result unreachable or a conflict. They may change only with a version bump an issue asks for (engine,
+strategy interface, result hash); this test then gets new values in the same commit, and says which version moved.
+The values below were computed for engine version 1 and strategy interface version 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backfarm.config import Settings
+from backfarm.sweeps.spec import SweepSpec, expand
+from backfarm.tasks.runner import CandleMemo, run_job
+
+SPEC = SweepSpec(
+    strategies=("momentum", "mean_reversion", "breakout", "ma_crossover", "volatility"),
+    symbols=("BTC-USD", "ETH-USD"),
+    granularity="1h",
+    days=None,
+    start="2024-01-01",
+    end="2024-03-01",
+    window="30d",
+    step="15d",
+    params={"ma_crossover": [{"fast": 5, "slow": 20}, {"fast": 10, "slow": 50}]},
+    fee_bps=25.0,
+    spread_bps=4.0,
+    stop_loss_bps=300.0,
+    capital=5000.0,
+    source="synthetic",
+)
+SWEEP_ID = "f277bbb487794b92"
+JOBS = 36
+ALL_IDS_AND_HASHES = "727b6716169419c2717690dc09935913"
+"""BLAKE2b-128 of every ``job_id:result_hash`` line, in expansion order."""
+EXAMPLES = {
+    # job id: (result hash, sharpe, total_return, trades)
+    "de3b2f39a951da2340704449": ("74a4df46671a3d5cd8896b6d8625ec46", -10.0542566397, -0.128154052222, 11),
+    "6703edda97a13173df386e49": ("9ac989943479a62eaef8a0f579582419", 4.38404891848, 0.0788152949069, 8),
+    "b13b5c87f70a8ca1d811584b": ("d10154501eb1c1d576f684bb77dee1da", None, 0.0, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, dict[str, float | int | None]]]:
+    expansion = expand(SPEC, now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert expansion.sweep_id == SWEEP_ID
+    memo = CandleMemo(Settings(data_dir=Path(tmp_path_factory.mktemp("identity"))))
+    out = []
+    for job in expansion.jobs:
+        candles, indicators = memo.get(job.data_key)
+        record = run_job(job, candles, indicators, curves=job.symbol == "ETH-USD")  # curves never enter the hash
+        out.append((job.job_id, record.result_hash, record.metrics))
+    return out
+
+
+def test_job_ids_and_result_hashes_are_pinned(results: list[tuple[str, str, dict[str, float | int | None]]]) -> None:
+    assert len(results) == JOBS
+    lines = "\n".join(f"{job_id}:{result_hash}" for job_id, result_hash, _ in results)
+    assert hashlib.blake2b(lines.encode(), digest_size=16).hexdigest() == ALL_IDS_AND_HASHES
+
+
+def test_example_metrics_are_pinned(results: list[tuple[str, str, dict[str, float | int | None]]]) -> None:
+    found = {job_id: (result_hash, metrics) for job_id, result_hash, metrics in results}
+    for job_id, (result_hash, sharpe, total_return, trades) in EXAMPLES.items():
+        stored_hash, metrics = found[job_id]
+        assert stored_hash == result_hash
+        assert metrics["sharpe"] == sharpe
+        assert metrics["total_return"] == total_return
+        assert metrics["trades"] == trades
