@@ -20,6 +20,6 @@ RUN groupadd --system --gid 10001 backfarm \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER backfarm
-RUN python -c "from backfarm.tasks.runner import warm_up; warm_up()"
+RUN python -c "from backfarm.execution.runner import warm_up; warm_up()"
 VOLUME ["/data"]
 CMD ["backfarm", "--help"]

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean redis-check chromium-check
+.PHONY: install demo test lint typecheck check bench clean redis-check chromium-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,9 +46,16 @@ lint: install
 	$(BIN)/ruff check backfarm tests benchmarks
 	$(BIN)/ruff format --check backfarm tests benchmarks
 
+# Strict for the layers below the edges; settings in pyproject.toml ([tool.mypy]).
+typecheck: install
+	$(BIN)/mypy
+
+# What CI runs (.ci/run): lint, format, types, then the tests.
+check: lint typecheck test
+
 bench: install
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from backfarm.errors import ConfigError
 
@@ -134,6 +135,17 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields replaced (``None`` values are ignored, so unset flags change nothing)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def require_redis_url(self) -> str:
+        """The farm's Redis URL, or a ConfigError saying how to give one."""
+        if not self.redis_url:
+            raise ConfigError(
+                "no Redis configured: set BACKFARM_REDIS_URL or pass --redis redis://[:password@]host:6379/0"
+            )
+        scheme = urlsplit(self.redis_url).scheme
+        if scheme not in ("redis", "rediss"):
+            raise ConfigError(f"the Redis URL must start with redis:// or rediss:// (TLS), got {scheme or 'no'} scheme")
+        return self.redis_url
 
     @property
     def candles_dir(self) -> Path:

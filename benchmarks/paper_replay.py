@@ -23,16 +23,18 @@ from typing import Any
 import numpy as np
 
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import bars_per_year
 from backfarm.config import Settings
+from backfarm.core.candles import bars_per_year
 from backfarm.engine.backtest import run_backtest
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import RedisSessionStore, SessionStore, SQLiteSessionStore
+from backfarm.execution.runner import warm_up
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import SessionSpec, build_spec
+from backfarm.paper.store.base import SessionStore
+from backfarm.paper.store.redis_store import RedisSessionStore
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.sqlite import SQLiteStore
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
-from backfarm.tasks.runner import warm_up
 
 STRATEGIES = ("momentum", "mean_reversion", "breakout", "ma_crossover", "volatility")
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")

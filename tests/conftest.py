@@ -1,7 +1,7 @@
 """Shared fixtures: a private Redis server for the session and a clean database per test.
 
 The project root is put on ``sys.path`` so that tests import shared helpers as ``tests.…`` (e.g.
-``tests.redis_server``, ``tests.leaderboard.contract``) however pytest is started (``pytest`` or ``python -m pytest``).
+``tests.redis_server``, ``tests.results.contract``) however pytest is started (``pytest`` or ``python -m pytest``).
 """
 
 from __future__ import annotations

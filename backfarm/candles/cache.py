@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,8 +32,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backfarm.candles.schema import ARROW_SCHEMA, COLUMNS, GRANULARITIES, NS_PER_SECOND
+from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns, utc_now
+from backfarm.core.candles import COLUMNS, GRANULARITIES
 from backfarm.errors import CorruptCacheError, ValidationError
+
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("ts", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+    ]
+)
+"""The pinned Parquet schema of every cache partition."""
 
 T = TypeVar("T")
 
@@ -62,24 +75,6 @@ class CorruptCacheWarning(UserWarning):
 
 
 # --- time and month helpers -------------------------------------------------------------------------------------
-
-
-def to_ns(dt: datetime) -> int:
-    """Nanoseconds since the epoch for a datetime; a naive datetime is taken as UTC."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH  # exact integer arithmetic: datetime.timestamp() would round through a float
-    return (delta.days * 86400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1000
-
-
-def from_ns(ns: int) -> datetime:
-    """The UTC datetime of an epoch-nanosecond timestamp (sub-microsecond digits are dropped)."""
-    return _EPOCH + timedelta(microseconds=int(ns) // 1000)
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 def month_key(ns: int) -> str:

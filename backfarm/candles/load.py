@@ -11,7 +11,6 @@ bars with flat bars at the previous close, and refuses windows with too many of 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,26 +18,14 @@ from typing import Literal
 
 import numpy as np
 
-from backfarm.candles.cache import (
-    CandleCache,
-    Partition,
-    PartitionMeta,
-    empty_arrays,
-    from_ns,
-    month_bounds,
-    months_covering,
-    to_ns,
-    utc_now,
-)
-from backfarm.candles.fileimport import FileSource, import_hint
-from backfarm.candles.schema import COLUMNS, NS_PER_SECOND, Candles, granularity_seconds
-from backfarm.candles.sources import CandleSource
-from backfarm.candles.synthetic import SyntheticSource
+from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns, utc_now
+from backfarm.candles.cache import CandleCache, Partition, PartitionMeta, empty_arrays, month_bounds, months_covering
+from backfarm.candles.fileimport import import_hint
+from backfarm.candles.sources import get_source
+from backfarm.candles.sources.base import CandleSource
 from backfarm.config import Settings
-from backfarm.errors import ConfigError, DataError, ValidationError, did_you_mean
-
-SOURCES: tuple[str, ...] = ("coinbase", "file", "synthetic")
-"""Names accepted by ``get_source`` (the ``--source`` values)."""
+from backfarm.core.candles import COLUMNS, Candles, granularity_seconds
+from backfarm.errors import DataError, ValidationError
 
 COMPLETE_GRACE_S = 600
 """A month counts as complete only this long after it ended, so a source's late last bars are not missed forever."""
@@ -57,24 +44,6 @@ class FetchReport:
     bars: int
     missing: int = 0
     """Months absent from the cache that the source cannot fetch (read-only sources such as ``file``)."""
-
-
-def get_source(name: str, settings: Settings) -> CandleSource:
-    """The candle source called ``name``: ``synthetic``, ``file`` or ``coinbase``."""
-    if name == "synthetic":
-        return SyntheticSource(seed=0)
-    if name == "file":
-        return FileSource(CandleCache(settings.candles_dir))
-    if name == "coinbase":
-        try:
-            module = importlib.import_module("backfarm.coinbase.source")
-        except ModuleNotFoundError as exc:
-            if exc.name != "backfarm.coinbase.source":
-                raise
-            raise ConfigError("the coinbase source is not available in this build; use --source synthetic") from None
-        source: CandleSource = module.CoinbaseSource.from_settings(settings)
-        return source
-    raise ValidationError(did_you_mean("source", name, SOURCES))
 
 
 # --- filling the cache ------------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from backfarm import __version__
 from backfarm.cli import state
 from backfarm.errors import BackfarmError
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
 GLOBAL_VALUE_OPTIONS = ("--redis", "--data-dir")
 """Global options that may also be written after the command (``backfarm backtest --redis URL ...``)."""
@@ -47,10 +48,11 @@ def hoist_global_options(args: list[str]) -> list[str]:
 class _Group(TyperGroup):
     """Root command group: global options anywhere; backfarm errors → a one-line message and an exit code."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ``ctx`` is click's Context, or the one typer vendors in newer releases: either works here.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except BackfarmError as exc:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from backfarm.cli import state
+from backfarm.cli import options, state
 from backfarm.cli.output import aggregate_table, source_label, top_table
+from backfarm.config import Settings
+from backfarm.core.results import Filters
 from backfarm.errors import ValidationError
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
+if TYPE_CHECKING:
+    from backfarm.results.store import ResultStore
+    from backfarm.sweeps.run import SweepOutcome
+    from backfarm.sweeps.spec import SweepSpec
 
 TOP_DEFAULT = 10
 
@@ -22,31 +38,27 @@ def register(app: typer.Typer) -> None:
 
 
 def backtest(
-    strategies: Annotated[str | None, typer.Option(help="Comma-separated strategy names.")] = None,
-    symbols: Annotated[str | None, typer.Option(help="Comma-separated products, e.g. BTC-USD,ETH-USD.")] = None,
-    params: Annotated[
-        list[str] | None,
-        typer.Option(help="Parameter sets: 'ma_crossover:fast=10,slow=30' ('|' lists alternatives). Repeatable."),
-    ] = None,
-    grid: Annotated[bool, typer.Option("--grid", help="Use every strategy's default parameter grid.")] = False,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="7 days, momentum/mean_reversion/breakout on BTC-USD and ETH-USD.")
-    ] = False,
-    days: Annotated[int | None, typer.Option(help="Period: the last N whole days (UTC). (default 30)")] = None,
-    start: Annotated[str | None, typer.Option(help="Period start (ISO date/time, UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="Period end, exclusive (default: today 00:00 UTC).")] = None,
-    granularity: Annotated[str | None, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d. (default 1m)")] = None,
-    window: Annotated[str | None, typer.Option(help="Walk-forward window length, e.g. 7d.")] = None,
-    step: Annotated[str | None, typer.Option(help="Walk-forward step (default: the window length).")] = None,
-    fee_bps: Annotated[float | None, typer.Option(help="Fee per side in basis points. (default 60)")] = None,
-    spread_bps: Annotated[float | None, typer.Option(help="Full bid/ask spread in basis points. (default 2)")] = None,
-    slippage_bps: Annotated[float | None, typer.Option(help="Slippage per side in basis points. (default 0)")] = None,
-    stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
-    take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
-    capital: Annotated[float | None, typer.Option(help="Initial capital in quote currency. (default 10000)")] = None,
-    source: Annotated[str | None, typer.Option(help="Candles: coinbase | synthetic | file. (default coinbase)")] = None,
+    ctx: typer.Context,
+    strategies: options.Strategies = None,
+    symbols: options.Symbols = None,
+    params: options.ParamSets = None,
+    grid: options.Grid = False,
+    quick: options.Quick = False,
+    days: options.Days = None,
+    start: options.Start = None,
+    end: options.End = None,
+    granularity: options.Granularity = None,
+    window: options.Window = None,
+    step: options.Step = None,
+    fee_bps: options.FeeBps = None,
+    spread_bps: options.SpreadBps = None,
+    slippage_bps: options.SlippageBps = None,
+    stop_loss_bps: options.StopLossBps = None,
+    take_profit_bps: options.TakeProfitBps = None,
+    capital: options.Capital = None,
+    source: options.Source = None,
+    spec_file: options.SpecFile = None,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
-    spec: Annotated[Path | None, typer.Option(help="A sweep spec file (TOML or JSON); flags override it.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the leaderboard to print.")] = TOP_DEFAULT,
     detach: Annotated[
         bool, typer.Option("--detach", help="Farm only: submit, print the sweep id and return without waiting.")
@@ -62,72 +74,53 @@ def backtest(
 ) -> None:
     """Run a sweep: strategies × parameters × symbols × windows. With no options: the 5 built-ins with default
     parameters on BTC/ETH/SOL/LINK/POL-USD over the last 30 days of 1-minute candles (25 backtests)."""
-    from backfarm.tasks.sweep import SweepRequest, run_sweep
-
     if workers is not None and workers < 1:
         raise ValidationError(f"--workers must be at least 1, got {workers}")
     if top < 0:
         raise ValidationError(f"--top must be >= 0, got {top}")
-    request = SweepRequest(
-        strategies=strategies,
-        symbols=symbols,
-        params=params or [],
-        grid=grid,
-        quick=quick,
-        days=days,
-        start=start,
-        end=end,
-        granularity=granularity,
-        window=window,
-        step=step,
-        fee_bps=fee_bps,
-        spread_bps=spread_bps,
-        slippage_bps=slippage_bps,
-        stop_loss_bps=stop_loss_bps,
-        take_profit_bps=take_profit_bps,
-        capital=capital,
-        source=source,
-        spec_file=spec,
-        curves=curves,
-    )
     settings = state.settings()
-    if settings.redis_url:
-        if workers is not None:
-            raise ValidationError(
-                "--workers sizes the local executor; on the farm, size `backfarm worker --concurrency`"
-            )
-        _farm_backtest(request, settings, detach, top)
-        return
-    if detach:
+    farm = bool(settings.redis_url)
+    if farm and workers is not None:
+        raise ValidationError("--workers sizes the local executor; on the farm, size `backfarm worker --concurrency`")
+    if detach and not farm:
         raise ValidationError("--detach needs the farm: set BACKFARM_REDIS_URL or pass --redis URL")
+    # Imported here, as in every command: `backfarm --help` must not load the engine, Celery and the stores.
+    from backfarm.execution.local import LocalExecutor
+    from backfarm.results.factory import open_store
+    from backfarm.sweeps.run import run_sweep
+    from backfarm.sweeps.spec import SweepSpec
+
+    # The options that are spec fields, by name: the Typer parameter is the flag's only declaration.
+    flags = {name: value for name, value in ctx.params.items() if name in SweepSpec.__dataclass_fields__}
+    spec = SweepSpec.from_flags(flags, spec_file=spec_file, quick=quick)
     started = time.perf_counter()
-    progress = _progress()  # started by run_sweep only when there is work, so errors print without a blank line
-    try:
-        outcome = run_sweep(request, settings, workers=workers, progress=progress)
-    finally:
-        if progress.live.is_started:  # stopping a never-started bar still prints a newline
-            progress.stop()
-    wall = time.perf_counter() - started
-    try:
-        _report(outcome, top, wall)
+    with open_store(settings) as store:
+        if farm:
+            _farm_backtest(spec, settings, store, detach, top, curves)
+            return
+        with _Bar() as bar:  # shown only once there is work, so errors print without a blank line
+            outcome = run_sweep(spec, settings, store, LocalExecutor(settings, workers, bar), curves=curves)
+        _report(outcome, store, top, time.perf_counter() - started)
         if outcome.stats.interrupted:
+            info = store.sweep(outcome.sweep_id)
             state.err_console.print(
-                f"interrupted: {outcome.done} of {outcome.total} jobs are stored; run the same command again to finish"
+                f"interrupted: {info.done if info else 0} of {outcome.total} jobs are stored; "
+                "run the same command again to finish"
             )
             raise typer.Exit(code=130)
-    finally:
-        outcome.store.close()
 
 
-def _farm_backtest(request, settings, detach: bool, top: int) -> None:  # type: ignore[no-untyped-def]
+def _farm_backtest(
+    spec: SweepSpec, settings: Settings, store: ResultStore, detach: bool, top: int, curves: bool
+) -> None:
     """Submit the sweep to the farm; wait with a live bar (unless detached), then print the same tables."""
     from backfarm.cli.farm import FarmProgressBar
-    from backfarm.tasks.sweep import submit_sweep
+    from backfarm.farm.client import FarmExecutor
+    from backfarm.sweeps.run import run_sweep
 
     started = time.perf_counter()
     if detach:
-        outcome = submit_sweep(request, settings, detach=True)
-        outcome.store.close()
+        outcome = run_sweep(spec, settings, store, FarmExecutor(settings, detach=True), curves=curves)
         typer.echo(outcome.sweep_id)
         state.err_console.print(
             f"submitted sweep {outcome.sweep_id} ({outcome.total:,} jobs, {outcome.reused:,} already stored); "
@@ -135,17 +128,44 @@ def _farm_backtest(request, settings, detach: bool, top: int) -> None:  # type: 
         )
         return
     with FarmProgressBar() as bar:
-        outcome = submit_sweep(request, settings, on_update=bar.update)
-    try:
-        if outcome.stats.interrupted:
-            state.err_console.print(
-                f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
-                f"follow it with `backfarm status {outcome.sweep_id} --watch`"
-            )
-            raise typer.Exit(code=130)
-        _report(outcome, top, time.perf_counter() - started, farm=True)
-    finally:
-        outcome.store.close()
+        outcome = run_sweep(spec, settings, store, FarmExecutor(settings, on_update=bar.update), curves=curves)
+    if outcome.stats.interrupted:
+        state.err_console.print(
+            f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
+            f"follow it with `backfarm status {outcome.sweep_id} --watch`"
+        )
+        raise typer.Exit(code=130)
+    _report(outcome, store, top, time.perf_counter() - started, farm=True)
+
+
+class _Bar:
+    """The local executor's progress on stderr: a transient bar that starts with the first job, with the rate."""
+
+    def __init__(self) -> None:
+        self.progress = _progress()
+        self.task: TaskID | None = None
+        self.started = 0.0
+        self.finished = 0
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress.live.is_started:  # stopping a never-started bar still prints a newline
+            self.progress.stop()
+
+    def start(self, total: int) -> None:
+        """Show the bar for ``total`` jobs."""
+        self.progress.start()
+        self.task = self.progress.add_task("backtests", total=total, rate="")
+        self.started = time.perf_counter()
+
+    def advance(self, jobs: int, failed: int) -> None:
+        """``jobs`` more finished."""
+        self.finished += jobs
+        if self.task is not None:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(self.task, advance=jobs, rate=f"{self.finished / elapsed:,.0f}/s")
 
 
 def _progress() -> Progress:
@@ -162,18 +182,15 @@ def _progress() -> Progress:
     )
 
 
-def _report(outcome, top: int, wall: float, farm: bool = False) -> None:  # type: ignore[no-untyped-def]
-    from backfarm.leaderboard.model import Filters
-
+def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, farm: bool = False) -> None:
     console = state.console
-    store = outcome.store
     filters = Filters(sweep=outcome.sweep_id)
     exp = outcome.expansion
     span = f"{exp.windows[0][0]:%Y-%m-%d} → {exp.windows[-1][1]:%Y-%m-%d}"
     windows = f", {len(exp.windows)} windows" if len(exp.windows) > 1 else ""
     console.print(
         f"sweep [bold]{outcome.sweep_id}[/] · {outcome.total:,} jobs ({outcome.stats.computed:,} computed, "
-        f"{outcome.reused:,} reused{', ' + str(outcome.dead) + ' failed' if outcome.dead else ''}) · "
+        f"{outcome.reused:,} reused{', ' + str(outcome.stats.failed) + ' failed' if outcome.stats.failed else ''}) · "
         f"{exp.spec.granularity} bars {span}{windows}"
     )
     console.print(f"source: {source_label(exp.spec.source)}")
@@ -187,12 +204,9 @@ def _report(outcome, top: int, wall: float, farm: bool = False) -> None:  # type
         console.print(f"nothing to compute: all {outcome.reused:,} results reused; {wall:.2f} s in total")
     else:
         rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 else 0.0
-        answering = (
-            f", {outcome.workers} worker{'s' if outcome.workers != 1 else ''} answering" if outcome.workers else ""
-        )
-        where = (
-            f"on the farm{answering}" if farm else f"on {outcome.workers} process{'es' if outcome.workers > 1 else ''}"
-        )
+        used = outcome.stats.workers
+        answering = f", {used} worker{'s' if used != 1 else ''} answering" if used else ""
+        where = f"on the farm{answering}" if farm else f"on {used} process{'es' if used > 1 else ''}"
         console.print(
             f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s {where}); {wall:.2f} s in total"
         )

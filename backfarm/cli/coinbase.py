@@ -22,12 +22,14 @@ from rich.text import Text
 from backfarm.cli import state
 from backfarm.errors import ConfigError, ValidationError
 
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
 if TYPE_CHECKING:
     from backfarm.coinbase.feed import QuoteFeed
     from backfarm.coinbase.quotes import Quote
-    from backfarm.coinbase.simulator import Simulator
-    from backfarm.coinbase.simulator.market import MarketData
     from backfarm.config import Settings
+    from backfarm.simulator import Simulator
+    from backfarm.simulator.market import MarketData
 
 app = typer.Typer(no_args_is_help=True, help="Coinbase Advanced Trade: live quotes, key check, local simulator.")
 
@@ -182,7 +184,7 @@ def sim(
 ) -> None:
     """Run the Coinbase-compatible simulator in the foreground (Ctrl-C stops it)."""
     from backfarm.coinbase.auth import CdpKey
-    from backfarm.coinbase.simulator import Faults, SimConfig, Simulator, serve_forever
+    from backfarm.simulator import Faults, SimConfig, Simulator, serve_forever
 
     if not 0.0 <= error_rate <= 1.0:
         raise ValidationError(f"--error-rate must be between 0 and 1, got {error_rate}")
@@ -206,7 +208,7 @@ def sim(
 
 
 def _market(source: str, cache_source: str, seed: int) -> MarketData:
-    from backfarm.coinbase.simulator.market import FormulaMarket, SourceMarket, default_market
+    from backfarm.simulator.market import FormulaMarket, SourceMarket, default_market
 
     if source == "synthetic":
         return default_market(seed)
@@ -231,7 +233,8 @@ class _CacheReader:
             raise ConfigError(f"the candle cache at {settings.candles_dir} holds nothing from source '{source}'")
 
     def fetch(self, symbol: str, granularity: str, start: datetime, end: datetime) -> dict[str, np.ndarray]:
-        from backfarm.candles.cache import empty_arrays, months_covering, to_ns
+        from backfarm._util.time import to_ns
+        from backfarm.candles.cache import empty_arrays, months_covering
 
         lo, hi = to_ns(start), to_ns(end)
         parts = []

@@ -13,6 +13,8 @@ from backfarm.config import redact_url
 from backfarm.dashboard import DEFAULT_CHARTS, DEFAULT_PORT, DEFAULT_REFRESH_S, DEFAULT_ROWS
 from backfarm.errors import ValidationError
 
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
 
 def register(app: typer.Typer) -> None:
     """Add the commands to the root app."""
@@ -21,8 +23,8 @@ def register(app: typer.Typer) -> None:
     app.command("plot")(plot)
 
 
-def _store():  # type: ignore[no-untyped-def]
-    from backfarm.leaderboard.factory import open_store
+def _store():
+    from backfarm.results.factory import open_store
 
     return open_store(state.settings())
 

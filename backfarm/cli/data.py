@@ -11,10 +11,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backfarm.candles.schema import GRANULARITIES
-from backfarm.cli import state
+from backfarm.cli import options, state
+from backfarm.core.candles import GRANULARITIES
 from backfarm.errors import ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -82,19 +84,21 @@ def ls(
 @app.command("fetch")
 def fetch(
     symbols: Annotated[str, typer.Option(help="Comma-separated products.")],
-    granularity: Annotated[str, typer.Option(help="Bar size.")] = "1m",
-    days: Annotated[int | None, typer.Option(help="The last N whole days. (default 30)")] = None,
-    start: Annotated[str | None, typer.Option(help="Start (ISO date/time, UTC).")] = None,
+    granularity: options.Granularity = None,
+    days: options.Days = None,
+    start: options.Start = None,
     end: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
-    source: Annotated[str, typer.Option(help="coinbase or synthetic.")] = "coinbase",
+    source: options.Source = None,
 ) -> None:
     """Download candles into the cache: only missing or stale monthly partitions; repeating it fetches nothing."""
-    from backfarm.candles.load import ensure_cached, get_source
-    from backfarm.sweeps.jobs import parse_iso
+    from backfarm._util.time import parse_iso
+    from backfarm.candles.load import ensure_cached
+    from backfarm.candles.sources import get_source
 
+    granularity = granularity or "1m"
     _check_granularity(granularity)
     settings = state.settings()
-    src = get_source(source, settings)
+    src = get_source(source or "coinbase", settings)
     names = split_list(symbols)
     if not names:
         raise ValidationError("--symbols is empty")

@@ -28,10 +28,14 @@ from backfarm.cli import state
 from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
 
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
 if TYPE_CHECKING:
-    from backfarm.leaderboard.store import ResultStore
-    from backfarm.paper.checkpoint import SessionStore
-    from backfarm.tasks.farm import Progress as FarmProgress
+    from backfarm.config import Settings
+    from backfarm.farm.client import FarmClient
+    from backfarm.farm.watch import Progress as FarmProgress
+    from backfarm.paper.store.base import SessionStore
+    from backfarm.results.store import ResultStore
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
@@ -47,22 +51,23 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sweep_app, name="sweep")
 
 
-def _farm_settings():  # type: ignore[no-untyped-def]
-    """Settings with a Redis URL that answers (ConfigError / AuthError, exit 2, otherwise)."""
-    from backfarm.tasks.farm import preflight
+def _farm_settings() -> Settings:
+    """Settings with a Redis URL that answers (ServiceUnavailable, exit 3, or AuthError, exit 2, otherwise)."""
+    from backfarm._util.connection import check_redis
 
     settings = state.settings()
-    preflight(settings)
+    check_redis(settings.require_redis_url())
     return settings
 
 
-def _redis_store(settings):  # type: ignore[no-untyped-def]
-    from backfarm.leaderboard.redis_store import RedisStore
+@contextmanager
+def _farm(settings: Settings) -> Iterator[FarmClient]:
+    """A farm client on the Redis result store, both closed at the end."""
+    from backfarm.farm.client import FarmClient
+    from backfarm.results.redis_store import RedisStore
 
-    try:
-        return RedisStore(settings.redis_url)
-    except ServiceUnavailable as exc:
-        raise ConfigError(str(exc)) from None
+    with RedisStore(settings.require_redis_url()) as store, FarmClient(settings, store) as farm:
+        yield farm
 
 
 # --- worker ------------------------------------------------------------------------------------------------------
@@ -77,10 +82,11 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Node name (default: backfarm-PID@HOST).")] = None,
 ) -> None:
     """Start a Celery worker for the farm (prefork, late acks, one message per free process)."""
-    from backfarm.tasks.farm import preflight
-    from backfarm.tasks.local import default_workers
-    from backfarm.workers import lifecycle
-    from backfarm.workers.app import QUEUES, create_app
+    from backfarm._util.connection import check_redis
+    from backfarm._util.cpu import default_workers
+    from backfarm.farm import lifecycle
+    from backfarm.farm.app import create_app
+    from backfarm.farm.keys import QUEUES
 
     chosen = split_list(queues)
     if not chosen:
@@ -96,8 +102,8 @@ def worker(
     settings = state.settings()
     app = create_app(settings)  # validates the URL and the time limits before anything starts
     try:
-        preflight(settings)
-    except ConfigError as exc:  # not up yet (compose starts us early): Celery keeps retrying the connection
+        check_redis(settings.require_redis_url())
+    except ServiceUnavailable as exc:  # not up yet (compose starts us early): Celery keeps retrying the connection
         state.err_console.print(f"warning: {str(exc).rstrip('.')}; the worker keeps trying to connect")
     lifecycle.install(settings)
     _worker_logging(level)
@@ -143,7 +149,7 @@ def flower(
         )
     elif any(":" not in pair or pair.startswith(":") or pair.endswith(":") for pair in auth.split(",")):
         raise ConfigError("BACKFARM_FLOWER_AUTH must look like user:password (comma-separated for several users)")
-    from backfarm.workers.app import create_app
+    from backfarm.farm.app import create_app
 
     app = create_app(settings)
     _farm_settings()
@@ -167,44 +173,53 @@ def status(
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
     """A sweep's progress from the store (done / dead / pending, why jobs died), and the farm's queues and workers."""
-    from backfarm.leaderboard.factory import open_store
+    from backfarm.results.factory import open_store
 
     if fmt not in ("table", "json"):
         raise ValidationError(did_you_mean("format", fmt, ("table", "json")))
     if interval <= 0:
         raise ValidationError(f"--interval must be positive, got {interval:g}")
-    settings = _farm_settings() if state.settings().redis_url else state.settings()
-    with open_store(settings) as store:
-        sweep_id = _resolve(store, sweep)
-        if sweep_id is None:
-            state.console.print("no sweeps yet: run `backfarm backtest`")
-            return
-        app = _app_if_farm(settings)
-        try:
-            with _paper_store(settings) as sessions:
-                if not watch:
-                    _print_status({**status_report(store, sweep_id, app), "paper": paper_rows(sessions)}, fmt)
-                    return
-                with Live(console=state.console, auto_refresh=False) as live:
-                    while True:
-                        report = {**status_report(store, sweep_id, app), "paper": paper_rows(sessions)}
-                        live.update(_status_view(report), refresh=True)
-                        if report["complete"] or report["cancelled"]:
-                            break
-                        time.sleep(interval)
-                if not state.console.is_terminal:
-                    state.console.line()  # a terminal gets its newline from Live; a pipe or file does not
-        finally:
-            if app is not None:
-                from backfarm.workers.app import close_app
+    settings = state.settings()
+    if settings.redis_url:
+        with _farm(_farm_settings()) as farm:
+            _status(farm.store, farm, sweep, watch, interval, fmt, settings)
+    else:
+        with open_store(settings) as store:
+            _status(store, None, sweep, watch, interval, fmt, settings)
 
-                close_app(app)
+
+def _status(
+    store: ResultStore,
+    farm: FarmClient | None,
+    sweep: str | None,
+    watch: bool,
+    interval: float,
+    fmt: str,
+    settings: Settings,
+) -> None:
+    sweep_id = _resolve(store, sweep)
+    if sweep_id is None:
+        state.console.print("no sweeps yet: run `backfarm backtest`")
+        return
+    with _paper_store(settings) as sessions:
+        if not watch:
+            _print_status({**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}, fmt)
+            return
+        with Live(console=state.console, auto_refresh=False) as live:
+            while True:
+                report = {**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}
+                live.update(_status_view(report), refresh=True)
+                if report["complete"] or report["cancelled"]:
+                    break
+                time.sleep(interval)
+        if not state.console.is_terminal:
+            state.console.line()  # a terminal gets its newline from Live; a pipe or file does not
 
 
 @contextmanager
 def _paper_store(settings: Any) -> Iterator[SessionStore | None]:
     """The paper session store for ``status``, closed at the end; None when it cannot be opened."""
-    from backfarm.paper.checkpoint import open_session_store
+    from backfarm.paper.store import open_session_store
 
     try:
         sessions = open_session_store(settings)
@@ -246,14 +261,6 @@ def paper_rows(sessions: SessionStore | None, limit: int = 5) -> list[dict[str, 
     return rows
 
 
-def _app_if_farm(settings):  # type: ignore[no-untyped-def]
-    if not settings.redis_url:
-        return None
-    from backfarm.workers.app import create_app
-
-    return create_app(settings)
-
-
 def _resolve(store: ResultStore, sweep: str | None) -> str | None:
     if sweep:
         info = store.sweep(sweep)
@@ -264,7 +271,7 @@ def _resolve(store: ResultStore, sweep: str | None) -> str | None:
     return latest[0].sweep_id if latest else None
 
 
-def status_report(store: ResultStore, sweep_id: str, app: Any | None) -> dict[str, Any]:
+def status_report(store: ResultStore, sweep_id: str, farm: FarmClient | None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the JSON output)."""
     info = store.sweep(sweep_id)
     assert info is not None
@@ -285,18 +292,18 @@ def status_report(store: ResultStore, sweep_id: str, app: Any | None) -> dict[st
             for reason, count in reasons.most_common()
         ],
     }
-    if app is not None:
-        from backfarm.tasks import farm
+    if farm is not None:
+        from backfarm.farm.client import live_workers
 
-        attempts = store.attempts(sweep_id)  # type: ignore[attr-defined]
-        report["cancelled"] = farm.is_cancelled(store, sweep_id)  # type: ignore[arg-type]
+        attempts = farm.ledger.attempts(sweep_id)
+        report["cancelled"] = farm.ledger.is_cancelled(sweep_id)
         report["attempts"] = {
             "jobs_attempted": len(attempts),
             "jobs_retried": sum(1 for n in attempts.values() if n > 1),
             "max": max(attempts.values(), default=0),
         }
-        report["queues"] = farm.queue_lengths(store)  # type: ignore[arg-type]
-        report["workers"] = farm.live_workers(app)
+        report["queues"] = farm.ledger.queue_lengths()
+        report["workers"] = live_workers(farm.app)
     return report
 
 
@@ -353,12 +360,9 @@ def _status_view(report: dict[str, Any]) -> Group:
 @sweep_app.command("reconcile")
 def reconcile(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")]) -> None:
     """Re-enqueue every job of the sweep that is expected but neither done nor dead (safe to run any time)."""
-    from backfarm.tasks import farm
-
-    settings = _farm_settings()
-    with _redis_store(settings) as store:
-        info = farm.progress(store, sweep)
-        count = farm.reconcile(info.sweep_id, settings, store)
+    with _farm(_farm_settings()) as farm:
+        info = farm.progress(sweep)
+        count = farm.reconcile(info.sweep_id)
     if count:
         state.console.print(f"re-enqueued {count:,} jobs of sweep {info.sweep_id}")
     else:
@@ -368,12 +372,9 @@ def reconcile(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique pr
 @sweep_app.command("cancel")
 def cancel(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")]) -> None:
     """Cancel a sweep: its queued batches are skipped and its unfinished jobs are marked dead."""
-    from backfarm.tasks import farm
-
-    settings = _farm_settings()
-    with _redis_store(settings) as store:
-        info = farm.progress(store, sweep)
-        count = farm.cancel(info.sweep_id, settings, store)
+    with _farm(_farm_settings()) as farm:
+        info = farm.progress(sweep)
+        count = farm.cancel(info.sweep_id)
     state.console.print(f"cancelled sweep {info.sweep_id}: {count:,} unfinished jobs marked dead")
 
 
@@ -381,7 +382,7 @@ def cancel(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefi
 
 
 class FarmProgressBar:
-    """A transient progress bar on stderr fed with :class:`backfarm.tasks.farm.Progress` updates."""
+    """A transient progress bar on stderr fed with :class:`backfarm.farm.watch.Progress` updates."""
 
     def __init__(self) -> None:
         self.progress = Progress(

@@ -10,8 +10,10 @@ import typer
 
 from backfarm.cli import state
 from backfarm.cli.output import aggregate_table, flat_row, source_label, sweeps_table, to_csv, top_table
+from backfarm.core.results import FILTER_FIELDS, METRICS, Filters, ResultRecord
 from backfarm.errors import ValidationError, did_you_mean
-from backfarm.leaderboard.model import FILTER_FIELDS, METRICS, Filters, ResultRecord
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
 FORMATS = ("table", "json", "csv")
 
@@ -23,8 +25,8 @@ def register(app: typer.Typer) -> None:
     app.command("results")(results)
 
 
-def _store():  # type: ignore[no-untyped-def]
-    from backfarm.leaderboard.factory import open_store
+def _store():
+    from backfarm.results.factory import open_store
 
     return open_store(state.settings())
 
@@ -88,7 +90,7 @@ def leaderboard(
         _print_records(records, metric, fmt, sweep_id)
 
 
-def _resolve_sweep(store, sweep: str | None) -> str | None:  # type: ignore[no-untyped-def]
+def _resolve_sweep(store, sweep: str | None) -> str | None:
     if sweep:
         info = store.sweep(sweep)
         if info is None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.table import Table
 
-from backfarm.formatting import fmt_metric, fmt_params, short_window
-from backfarm.leaderboard.model import METRICS, AggregateRow, ResultRecord, SweepInfo
+from backfarm.core.formatting import fmt_metric, fmt_params, short_window
+from backfarm.core.results import METRICS, AggregateRow, ResultRecord, SweepInfo
 
 SYNTHETIC_NOTE = "synthetic (generated candles, not market data)"
 

@@ -23,9 +23,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from backfarm.cli import state
+from backfarm.cli import options, state
 from backfarm.cli.output import fmt_metric, fmt_params, source_label
 from backfarm.errors import ValidationError, did_you_mean
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
 app = typer.Typer(no_args_is_help=True, help="Paper trading: strategies on live quotes or replayed candles.")
 
@@ -34,8 +36,8 @@ REFRESH_S = 0.5
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
-def _open_store():  # type: ignore[no-untyped-def]
-    from backfarm.paper.checkpoint import open_session_store
+def _open_store():
+    from backfarm.paper.store import open_session_store
 
     return open_session_store(state.settings())
 
@@ -45,29 +47,26 @@ def _open_store():  # type: ignore[no-untyped-def]
 
 @app.command("start")
 def start(
+    ctx: typer.Context,
     duration: Annotated[str, typer.Option(help="Market time to run: seconds (300) or 30m, 4h, 7d.")],
-    strategies: Annotated[
-        str, typer.Option(help="Comma-separated strategy names.")
-    ] = "momentum,mean_reversion,breakout",
-    symbols: Annotated[str, typer.Option(help="Comma-separated products.")] = "BTC-USD,ETH-USD,SOL-USD",
+    strategies: options.Strategies = "momentum,mean_reversion,breakout",
+    symbols: options.Symbols = "BTC-USD,ETH-USD,SOL-USD",
     feed: Annotated[str, typer.Option(help="coinbase (live quotes) or replay (cached candles).")] = "coinbase",
     speed: Annotated[str | None, typer.Option(help="Replay speed: N × real time, or max. (default max)")] = None,
     from_: Annotated[
         str | None, typer.Option("--from", help="Replay start (ISO, UTC). (default: the window ending today 00:00)")
     ] = None,
-    granularity: Annotated[str, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d.")] = "1m",
-    params: Annotated[
-        list[str] | None, typer.Option(help="Parameters: 'momentum:lookback=30,threshold=0.002'. Repeatable.")
-    ] = None,
-    fee_bps: Annotated[float | None, typer.Option(help="Fee per side in basis points. (default 60)")] = None,
-    spread_bps: Annotated[float | None, typer.Option(help="Replay: full bid/ask spread in bps. (default 2)")] = None,
-    slippage_bps: Annotated[float | None, typer.Option(help="Slippage per side in bps. (default 0)")] = None,
-    stop_loss_bps: Annotated[float | None, typer.Option(help="Stop-loss below the entry price, in bps.")] = None,
-    take_profit_bps: Annotated[float | None, typer.Option(help="Take-profit above the entry price, in bps.")] = None,
-    capital: Annotated[float, typer.Option(help="Capital per account in quote currency.")] = 10_000.0,
+    granularity: options.Granularity = None,
+    params: options.ParamSets = None,
+    fee_bps: options.FeeBps = None,
+    spread_bps: options.SpreadBps = None,
+    slippage_bps: options.SlippageBps = None,
+    stop_loss_bps: options.StopLossBps = None,
+    take_profit_bps: options.TakeProfitBps = None,
+    capital: options.Capital = None,
     source: Annotated[
-        str, typer.Option(help="Candles for replay and warm-up: coinbase | synthetic | file.")
-    ] = "coinbase",
+        str | None, typer.Option(help="Candles for replay and warm-up: coinbase | synthetic | file. (default coinbase)")
+    ] = None,
     warmup: Annotated[
         str | None, typer.Option(help="Bars of history before the first bar: N or auto. (default: 0 replay, auto live)")
     ] = None,
@@ -75,8 +74,8 @@ def start(
     wait: Annotated[bool, typer.Option("--wait", help="Show a live table until the session ends.")] = False,
 ) -> None:
     """Start a paper session: N strategies × M symbols, each an account with its own capital. Prints its id."""
-    from backfarm.engine.costs import Costs
-    from backfarm.paper.spec import build_spec, validate_symbols
+    from backfarm.core.costs import costs_from
+    from backfarm.paper.spec import DEFAULT_CAPITAL, build_spec, validate_symbols
     from backfarm.sweeps.spec import parse_params, split_list
 
     given = parse_params(params or [])
@@ -85,25 +84,19 @@ def start(
             raise ValidationError(
                 f"--params: one parameter set per strategy in a paper session ({name} has {len(sets)})"
             )
-    cost_flags = {
-        "fee_bps": fee_bps,
-        "spread_bps": spread_bps,
-        "slippage_bps": slippage_bps,
-        "stop_loss_bps": stop_loss_bps,
-        "take_profit_bps": take_profit_bps,
-    }
+    costs = costs_from(ctx.params)  # the cost options, by their names (declared once, in cli.options)
     spec = build_spec(
         split_list(strategies),
         split_list(symbols),
         duration,
         feed=feed,
-        granularity=granularity,
+        granularity=granularity or "1m",
         speed=speed,
         start=from_,
         params={name: sets[0] for name, sets in given.items()},
-        costs=Costs(**{k: v for k, v in cost_flags.items() if v is not None}),
-        capital=capital,
-        source=source,
+        costs=costs,
+        capital=DEFAULT_CAPITAL if capital is None else capital,
+        source=source or "coinbase",
         warmup="default" if warmup is None else warmup,
         stale_after_s=stale_after,
     )
@@ -138,11 +131,11 @@ def _describe(spec: Any) -> str:
 
 
 def _enqueue(spec: Any, settings: Any) -> None:
-    from backfarm.tasks.farm import preflight
-    from backfarm.tasks.paper import enqueue_session
-    from backfarm.workers.app import close_app, create_app
+    from backfarm._util.connection import check_redis
+    from backfarm.farm.app import close_app, create_app
+    from backfarm.farm.tasks.paper import enqueue_session
 
-    preflight(settings)
+    check_redis(settings.require_redis_url())
     celery = create_app(settings)
     try:
         enqueue_session(celery, spec)
@@ -194,7 +187,7 @@ def _watch(
     store: Any, session_id: str, on_interrupt: Callable[[], bool], alive: Callable[[], bool] | None = None
 ) -> None:
     """A live table until the session ends; then the final table on stdout."""
-    from backfarm.paper.checkpoint import DONE
+    from backfarm.paper.store.base import DONE
 
     with Live(console=state.err_console, auto_refresh=False, transient=True) as live:
         while True:
@@ -344,7 +337,7 @@ def sessions_table(infos: list[Any]) -> Table:
 @app.command("stop")
 def stop(session_id: Annotated[str, typer.Argument(help="Session id or a unique prefix.")]) -> None:
     """End a session gracefully: its current bar is its last, positions are closed out, final metrics written."""
-    from backfarm.paper.checkpoint import DONE
+    from backfarm.paper.store.base import DONE
 
     with _open_store() as store:
         sid = store.resolve(session_id)
@@ -450,7 +443,7 @@ def _recon_table(key: str, r: dict[str, Any], limit: int) -> Table:
 
 
 def _fills_table(key: str, fills: list[dict[str, Any]], total: int) -> Table:
-    from backfarm.candles.cache import from_ns
+    from backfarm._util.time import from_ns
 
     title = f"{key}: last {len(fills)} of {total} fills"
     table = Table(title=title, title_justify="left", header_style="bold")

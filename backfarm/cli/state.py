@@ -31,13 +31,13 @@ def configure(verbose: bool = False, data_dir: Path | None = None, redis: str | 
     _overrides.update({"data_dir": data_dir.expanduser() if data_dir else None, "redis_url": redis})
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (test runners swap it per invocation)."""
 
     _backfarm_cli = True
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    @property
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from backfarm.cli import state
 
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
 app = typer.Typer(no_args_is_help=True)
 
 

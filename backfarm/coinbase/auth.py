@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
@@ -25,10 +25,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from backfarm.config import Settings
 from backfarm.errors import AuthError
-
-if TYPE_CHECKING:
-    from backfarm.config import Settings
 
 JWT_LIFETIME_S = 120
 """Tokens live two minutes (``exp = nbf + 120``)."""

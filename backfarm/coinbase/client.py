@@ -19,17 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import requests
 import urllib3
 
-from backfarm.candles.schema import GRANULARITIES, NS_PER_SECOND
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.coinbase.auth import CdpAuth, CdpKey
 from backfarm.coinbase.quotes import Product, ProductBook, Quote, now_utc, parse_time
 from backfarm.coinbase.ratelimit import PRIVATE, PUBLIC, RateLimiter, shared_rate_limiter
-from backfarm.config import DEFAULT_COINBASE_API_URL
+from backfarm.config import DEFAULT_COINBASE_API_URL, Settings
+from backfarm.core.candles import granularity_seconds
 from backfarm.errors import (
     AuthError,
     DataError,
@@ -38,9 +39,6 @@ from backfarm.errors import (
     ValidationError,
     did_you_mean,
 )
-
-if TYPE_CHECKING:
-    from backfarm.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,7 @@ GRANULARITY_ENUM: dict[str, str] = {
     "1d": "ONE_DAY",
 }
 """backfarm granularity name → Coinbase's enum string."""
+_NAME_OF_ENUM = {enum: name for name, enum in GRANULARITY_ENUM.items()}
 RETIRED_PRODUCTS = {"MATIC": "POL"}
 """Base currencies Coinbase retired, and what replaced them (MATIC became POL in 2024-09; trading ended 2025-10)."""
 USER_AGENT = "backfarm (+coinbase-advanced-trade)"
@@ -499,12 +498,8 @@ def empty_candles() -> CandleArrays:
 
 
 def _granularity_seconds(granularity: str) -> int:
-    if granularity in GRANULARITIES:
-        return GRANULARITIES[granularity]
-    for name, enum in GRANULARITY_ENUM.items():
-        if granularity == enum:
-            return GRANULARITIES[name]
-    raise ValidationError(did_you_mean("granularity", granularity, GRANULARITIES))
+    """Seconds per bar of a backfarm granularity name, or of Coinbase's enum string for one."""
+    return granularity_seconds(_NAME_OF_ENUM.get(granularity, granularity))
 
 
 def _enum(granularity: str) -> str:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import websockets
 from websockets.sync.client import ClientConnection, connect
@@ -30,10 +30,8 @@ from websockets.sync.client import ClientConnection, connect
 from backfarm.coinbase.auth import CdpKey
 from backfarm.coinbase.client import CoinbaseClient
 from backfarm.coinbase.quotes import Quote, now_utc, num, parse_time
+from backfarm.config import Settings
 from backfarm.errors import AuthError, ConfigError, TemporaryError
-
-if TYPE_CHECKING:
-    from backfarm.config import Settings
 
 log = logging.getLogger(__name__)
 

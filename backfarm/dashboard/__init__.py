@@ -5,8 +5,8 @@
 - :mod:`backfarm.dashboard.report` writes one HTML file with every script, style and datum inline.
 - :mod:`backfarm.dashboard.plot` renders a result's equity curve to PNG with numpy alone.
 
-The page is plain JavaScript (``static/app.js``) over a vendored copy of uPlot (``static/vendor``, MIT): no build
-step and no request leaves the machine.
+The page is plain JavaScript (``static/app.js``, and the artifact codec in ``static/codec.js``) over a vendored copy
+of uPlot (``static/vendor``, MIT): no build step and no request leaves the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from backfarm.errors import ConfigError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The page, its script and style, and the vendored chart library."""
-ASSETS: tuple[str, ...] = ("index.html", "app.js", "app.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
+ASSETS: tuple[str, ...] = (
+    "index.html",
+    "codec.js",
+    "app.js",
+    "app.css",
+    "vendor/uPlot.iife.min.js",
+    "vendor/uPlot.min.css",
+)
 
 # Defaults of the server, the report and their commands (here, so the CLI reads them without importing aiohttp).
 DEFAULT_PORT = 8888

@@ -2,7 +2,7 @@
 
 Leaderboard rows leave the stored artifacts out (a row is a few hundred bytes; its curve is fetched when the row is
 opened); :func:`detail` returns the whole record, artifacts included, and the page decodes them (format in
-:mod:`backfarm.tasks.artifacts`).
+:mod:`backfarm.engine.artifacts`).
 """
 
 from __future__ import annotations
@@ -12,18 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from backfarm.core.formatting import PERCENT
+from backfarm.core.results import LOWER_IS_BETTER, METRICS, AggregateRow, Filters, ResultRecord, SweepInfo
 from backfarm.errors import ValidationError, did_you_mean
-from backfarm.formatting import PERCENT
-from backfarm.leaderboard import ranking
-from backfarm.leaderboard.model import (
-    LOWER_IS_BETTER,
-    METRICS,
-    AggregateRow,
-    Filters,
-    ResultRecord,
-    SweepInfo,
-)
-from backfarm.leaderboard.store import ResultStore
+from backfarm.results import ranking
+from backfarm.results.store import ResultStore
 
 KINDS: tuple[str, ...] = ("backtest", "paper")
 DEFAULT_METRIC = "sharpe"

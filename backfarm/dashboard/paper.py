@@ -1,6 +1,6 @@
 """Live paper sessions for the dashboard: status and progress, each account's equity and P&L, equity marks.
 
-Read from the paper session store (:mod:`backfarm.paper.checkpoint`: Redis on the farm, ``paper.sqlite`` in the
+Read from the paper session store (:mod:`backfarm.paper.store`: Redis on the farm, ``paper.sqlite`` in the
 data directory otherwise) — the same state ``backfarm paper status`` shows, checkpointed after every bar. The
 embedded file is opened only once it exists, so a dashboard never creates one.
 """
@@ -14,15 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from backfarm.candles.schema import NS_PER_SECOND
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.config import Settings
+from backfarm.core.results import ResultRecord
+from backfarm.engine.artifacts import EXIT_REASONS, equity_artifact, table_artifact
 from backfarm.engine.downsample import downsample_minmax
 from backfarm.engine.kernel import TRADE_COLUMNS
-from backfarm.leaderboard.model import ResultRecord
 from backfarm.paper.accounts import RoundTrip
-from backfarm.paper.checkpoint import SESSION_FILE, SessionInfo, SessionStore, open_session_store
 from backfarm.paper.report import account_rows, equity_marks
-from backfarm.tasks.artifacts import EXIT_REASONS, equity_artifact, table_artifact
+from backfarm.paper.store import open_session_store
+from backfarm.paper.store.base import SESSION_FILE, SessionInfo, SessionStore
 
 MAX_SESSIONS = 20
 """Sessions listed (newest first)."""

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from backfarm.core.formatting import fmt_metric, fmt_params, short_window
+from backfarm.core.results import ResultRecord
 from backfarm.dashboard import font
+from backfarm.engine.artifacts import EquityCurve, TradeList, decode_equity, decode_trades
 from backfarm.errors import DataError, ValidationError
-from backfarm.formatting import fmt_metric, fmt_params, short_window
-from backfarm.leaderboard.model import ResultRecord
-from backfarm.tasks.artifacts import EquityCurve, TradeList, decode_equity, decode_trades
 
 SS = 2
 """Supersampling factor: the canvas is SS× the output in each direction."""

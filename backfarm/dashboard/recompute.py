@@ -10,16 +10,17 @@ rebuilt from their session's equity marks and round trips instead, while the ses
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
+from backfarm.core.jobs import Job
+from backfarm.core.results import ResultRecord
+from backfarm.dashboard.paper import record_extra
 from backfarm.errors import BackfarmError
-from backfarm.leaderboard.model import ResultRecord
-from backfarm.sweeps.jobs import Job
-
-if TYPE_CHECKING:
-    from backfarm.paper.checkpoint import SessionStore
-    from backfarm.tasks.runner import CandleMemo
+from backfarm.execution.runner import run_job
+from backfarm.paper.store import open_session_store
+from backfarm.paper.store.base import SESSION_FILE, SessionStore
 
 
 def job_of(record: ResultRecord) -> Job | None:
@@ -55,9 +56,6 @@ def with_curve(
     job = job_of(record)
     if job is None:
         return record, "no equity curve stored, and this result came from another engine or strategy version"
-    # Imported here: the strategies and the engine are only needed for this fallback.
-    from backfarm.tasks.runner import CandleMemo, run_job
-
     try:
         # Read the cache only (a dashboard must not download); synthetic candles are generated, not fetched.
         candles, indicators = (memo or CandleMemo(settings)).get(job.data_key, fetch=job.source == "synthetic")
@@ -73,9 +71,6 @@ def _paper_extra(
     record: ResultRecord, settings: Settings | None, sessions: SessionStore | None
 ) -> dict[str, Any] | None:
     """A paper result's artifacts rebuilt from its session, or ``None`` (no session store, or the session is gone)."""
-    from backfarm.dashboard.paper import record_extra
-    from backfarm.paper.checkpoint import SESSION_FILE, open_session_store
-
     if sessions is not None:
         return record_extra(sessions, record)
     if settings is None or (not settings.redis_url and not (settings.data_dir / SESSION_FILE).exists()):

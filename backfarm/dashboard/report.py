@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from backfarm import __version__
+from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
+from backfarm.core.results import Filters, ResultRecord
 from backfarm.dashboard import DEFAULT_CHARTS, DEFAULT_ROWS, STATIC_DIR, check_assets, data
 from backfarm.dashboard.recompute import with_curve
 from backfarm.errors import ValidationError
-from backfarm.leaderboard import ranking
-from backfarm.leaderboard.model import Filters, ResultRecord
-from backfarm.leaderboard.store import ResultStore
+from backfarm.results import ranking
+from backfarm.results.store import ResultStore
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
 """The report's own policy: inline code and data only, no request of any kind."""
@@ -71,9 +72,7 @@ def report_data(
         records = store.top(metric, rows, filters)
     best: list[ResultRecord] = records[:charts]
     if settings is not None and any("equity" not in r.extra for r in best):
-        from backfarm.tasks.runner import CandleMemo  # only to recompute missing curves; one memo shares candles
-
-        memo = CandleMemo(settings)
+        memo = CandleMemo(settings)  # one memo shares candles across the recomputed curves
         best = [with_curve(r, settings, memo)[0] for r in best]
     sweep_row = data.sweep(info)
     charted = {r.job_id for r in best if "equity" in r.extra}

@@ -44,7 +44,7 @@ from backfarm.dashboard import paper as live_paper
 from backfarm.dashboard.paper import PaperSessions
 from backfarm.dashboard.recompute import with_curve
 from backfarm.errors import BackfarmError, TemporaryError, UserError, ValidationError
-from backfarm.leaderboard.store import ResultStore
+from backfarm.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,12 +87,12 @@ class _Cache:
         """The cached value of ``key`` if still fresh, else ``compute()`` run in a thread (once for all waiters)."""
         hit = self._entries.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
         future = self._running.get(key)
         if future is None:
             future = asyncio.ensure_future(self._compute(key, compute, self.ttl_s if ttl_s is None else ttl_s))
             self._running[key] = future
-        return await asyncio.shield(future)  # type: ignore[no-any-return]
+        return await asyncio.shield(future)
 
     async def _compute(self, key: Hashable, compute: Callable[[], T], ttl_s: float) -> T:
         started = time.monotonic()

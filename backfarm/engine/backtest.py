@@ -40,8 +40,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from backfarm.core.costs import Costs
 from backfarm.engine import kernel
-from backfarm.engine.costs import Costs
 from backfarm.engine.metrics import Metrics, metrics_from_accumulators
 from backfarm.errors import DataError, ValidationError
 
@@ -105,7 +105,7 @@ class Trades:
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """Metrics (keys ``METRIC_NAMES``), final equity, and — when recorded — the equity curve and the trades."""
+    """Metrics (keys ``METRICS``), final equity, and — when recorded — the equity curve and the trades."""
 
     metrics: Metrics
     final_equity: float

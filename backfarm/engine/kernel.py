@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, uint64
@@ -26,6 +27,8 @@ TARGET = 2
 END = 3
 EXIT_REASONS: tuple[str, ...] = ("signal", "stop", "target", "end")
 """Exit reason names, indexed by the codes above."""
+Stats = tuple[float, float, float, float, float, float, float, float]
+"""The running equity statistics (:func:`_stats_start` gives the layout); numba passes them as a flat tuple."""
 
 # Slots of the state/accumulator vector ``acc``. The first group is live state, the second the running round trip,
 # the third the accumulators the metrics are finished from.
@@ -227,7 +230,7 @@ def _bad(p: float) -> bool:
 
 
 @njit(cache=True)
-def _mark(st: tuple, e: float) -> tuple:
+def _mark(st: Stats, e: float) -> tuple[Any, ...]:
     """Fold the equity ``e`` of the next bar into the running statistics ``st`` (layout: ``_stats_start``).
 
     An unchanged equity has r = 0 and leaves the drawdown as it was, so it changes nothing. ``dd_floor`` sits just
@@ -252,7 +255,7 @@ def _mark(st: tuple, e: float) -> tuple:
 
 
 @njit(cache=True)
-def _stats_start(capital: float) -> tuple:
+def _stats_start(capital: float) -> Stats:
     """(previous equity, peak, max drawdown, drawdown floor, Σr, Σr², Σ(r<0)², count of r<0) before bar 0."""
     return (capital, capital, 0.0, capital * (1.0 + _DD_SLACK), 0.0, 0.0, 0.0, 0.0)
 
@@ -374,7 +377,7 @@ def _next_change(exposure: np.ndarray, start: int, prev_x: float) -> int:
                     return i
                 raw = value
         s = stop
-    return n
+    return n  # type: ignore[no-any-return]  # a shape is an int; numpy says Any
 
 
 @njit(cache=True)
@@ -390,12 +393,12 @@ def _hold_careful(
     stop: float,
     target: float,
     prev_x: float,
-    st: tuple,
+    st: Stats,
     equity: np.ndarray,
     record: bool,
     curve: np.ndarray,
     size: int,
-) -> tuple:
+) -> tuple[Any, ...]:
     """:func:`_hold` bar by bar, checking every price as it goes: the reference the fast path must equal, and its
     fallback when a stretch holds a bad close."""
     n = close.shape[0]
@@ -463,12 +466,12 @@ def _mark_run(
     end: int,
     cash: float,
     qty: float,
-    st: tuple,
+    st: Stats,
     equity: np.ndarray,
     record: bool,
     curve: np.ndarray,
     size: int,
-) -> tuple:
+) -> tuple[Any, ...]:
     """Fold the held bars start..end-1 (equity = cash + qty × close) into ``st``, as :func:`_mark` bar by bar.
 
     Returns (all closes valid, statistics); with an invalid close the statistics are meaningless (and a false alarm
@@ -499,9 +502,9 @@ def _mark_run(
                 equity[u] = e
             if size > 0:
                 if e < low:
-                    low, low_bar = e, u
+                    low, low_bar = e, u  # type: ignore[assignment]  # numba types the bar as unsigned
                 if e > high:
-                    high, high_bar = e, u
+                    high, high_bar = e, u  # type: ignore[assignment]  # numba types the bar as unsigned
             r = e / e_prev - 1.0
             sum_r += r
             sum_r2 += r * r
@@ -539,12 +542,12 @@ def _hold(
     stop: float,
     target: float,
     prev_x: float,
-    st: tuple,
+    st: Stats,
     equity: np.ndarray,
     record: bool,
     curve: np.ndarray,
     size: int,
-) -> tuple:
+) -> tuple[Any, ...]:
     """The hot path: bars from ``t`` on, held, with no fill, no exit and no change of target; n−1 is left out.
 
     Stops before a bar that needs the general path (an exit touched, a bad price, the last bar) and after a bar

@@ -47,7 +47,8 @@ def _cagr(final_equity: float, capital: float, n: int, bars_per_year: float) -> 
     if final_equity <= 0.0:
         return None
     try:
-        return (final_equity / capital) ** (bars_per_year / n) - 1.0
+        growth: float = (final_equity / capital) ** (bars_per_year / n)  # a positive base: a real power
+        return growth - 1.0
     except OverflowError:
         return None
 
@@ -65,7 +66,7 @@ def _assemble(
     turnover: float,
     fees_paid: float,
 ) -> Metrics:
-    """Build the metrics dict in ``METRIC_NAMES`` order, mapping undefined and non-finite values to ``None``."""
+    """Build the metrics dict in ``METRICS`` order, mapping undefined and non-finite values to ``None``."""
     trades, wins, win_rate, profit_factor, avg_trade = trade_stats
     cagr = _finite(cagr)
     calmar = cagr / abs(max_drawdown) if cagr is not None and max_drawdown < 0.0 else None

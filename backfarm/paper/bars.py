@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from backfarm.candles.schema import COLUMNS, Candles
+from backfarm.core.candles import COLUMNS, Candles
 
 
 @dataclass(frozen=True)

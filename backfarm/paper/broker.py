@@ -18,9 +18,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from backfarm.candles.schema import NS_PER_SECOND
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.coinbase.quotes import Product, Quote
-from backfarm.engine.costs import Costs
+from backfarm.core.costs import Costs
 from backfarm.paper.accounts import Prices, SizeRules
 
 

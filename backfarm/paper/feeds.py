@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from backfarm.candles.schema import NS_PER_SECOND
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.coinbase.quotes import Quote
 from backfarm.errors import ServiceUnavailable
 from backfarm.paper.bars import Bar, BarAggregator, BarBuffer

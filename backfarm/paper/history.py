@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from backfarm.candles.cache import from_ns
-from backfarm.candles.load import fill_gaps, get_source, load_candles
-from backfarm.candles.schema import COLUMNS, NS_PER_SECOND, Candles, granularity_seconds
+from backfarm._util.time import NS_PER_SECOND, from_ns, iso
+from backfarm.candles.load import fill_gaps, load_candles
+from backfarm.candles.sources import get_source
 from backfarm.config import Settings
+from backfarm.core.candles import COLUMNS, Candles, granularity_seconds
 from backfarm.errors import DataError, UserError
-from backfarm.sweeps.jobs import iso
 
 
 def window_candles(settings: Settings, source: str, symbol: str, granularity: str, lo_ns: int, hi_ns: int) -> Candles:

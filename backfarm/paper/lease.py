@@ -3,7 +3,7 @@
 A lease is a token with a time-to-live in the session store. While a runner renews it (every third of its life) no
 other runner can take the session; when the runner dies the lease expires within ``lease_s`` and the next runner
 — a redelivered task, or one the paper watchdog enqueued — takes it over and resumes from the checkpoint. Every
-commit checks the token (:mod:`backfarm.paper.checkpoint`), so a runner that lost its lease cannot write again.
+commit checks the token (:mod:`backfarm.paper.store`), so a runner that lost its lease cannot write again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import uuid
 
 from backfarm.errors import TemporaryError, UserError
-from backfarm.paper.checkpoint import DONE, SessionStore
+from backfarm.paper.store.base import DONE, SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -20,20 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from backfarm.candles.cache import from_ns
+from backfarm._util.time import NS_PER_SECOND, from_ns, iso
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import NS_PER_SECOND, Candles, bars_per_year
 from backfarm.config import Settings
+from backfarm.core.candles import Candles, bars_per_year
 from backfarm.engine.backtest import run_backtest
 from backfarm.engine.downsample import downsample_minmax
 from backfarm.errors import UserError
 from backfarm.paper.accounts import END, Fill, RoundTrip, state_fields
-from backfarm.paper.checkpoint import SessionInfo, SessionStore
 from backfarm.paper.history import window_candles
 from backfarm.paper.spec import SessionSpec
+from backfarm.paper.store.base import SessionInfo, SessionStore
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
-from backfarm.sweeps.jobs import iso
 
 CURVE_POINTS = 200
 """Points of each account's equity curve in the report (min/max per bucket, so drawdowns stay visible)."""

@@ -8,79 +8,71 @@ store counts as duplicates, not conflicts.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from backfarm.candles.cache import from_ns
-from backfarm.candles.schema import COLUMNS, bars_per_year, checksum_arrays
+from backfarm._util.ids import short_hash
+from backfarm._util.time import from_ns, iso
 from backfarm.config import Settings
-from backfarm.engine import ENGINE_VERSION
-from backfarm.leaderboard.model import ResultRecord, round_metric
-from backfarm.paper.checkpoint import SessionStore
+from backfarm.core.candles import bars_per_year
+from backfarm.core.results import ResultRecord, round_metric
+from backfarm.core.versions import ENGINE_VERSION
+from backfarm.paper.accounts import Account
+from backfarm.paper.spec import AccountSpec, SessionSpec
+from backfarm.paper.store.base import SessionStore
+from backfarm.results.factory import open_store
+from backfarm.results.store import ResultStore
 from backfarm.strategies.registry import get_strategy
-from backfarm.sweeps.jobs import iso, short_hash
-
-if TYPE_CHECKING:
-    from backfarm.paper.session import SessionOutcome, SessionRunner
 
 LIVE_SOURCE = "coinbase-live"
 """The ``source`` of live sessions' leaderboard results."""
 
 
-def result_records(runner: SessionRunner) -> list[ResultRecord]:
-    """One leaderboard result per account (``kind="paper"``, the session id in ``extra``)."""
-    spec = runner.spec
-    records = []
-    end = iso(from_ns(runner.start_ns + max(runner.bars_done.values(), default=0) * runner.step))
-    for symbol, slots in runner.slots.items():
-        buffer = runner.buffers[symbol]
-        lo, hi = runner.offsets[symbol], runner.offsets[symbol] + runner.bars_done[symbol]
-        checksum = checksum_arrays(*(buffer.column(c)[lo:hi] for c in COLUMNS))
-        for slot in slots:
-            metrics = slot.account.metrics(bars_per_year(spec.bar_seconds))
-            if metrics is None:
-                continue
-            records.append(
-                ResultRecord(
-                    job_id=short_hash({"paper": spec.session_id, "account": slot.account.key}),
-                    strategy=slot.spec.strategy,
-                    strategy_version=get_strategy(slot.spec.strategy).version,
-                    params=dict(slot.spec.params),
-                    symbol=symbol,
-                    granularity=spec.granularity,
-                    start=iso(from_ns(runner.start_ns)),
-                    end=end,
-                    source=spec.source if spec.replay else LIVE_SOURCE,
-                    costs=spec.costs.to_dict(),
-                    capital=spec.capital,
-                    metrics={k: round_metric(v) for k, v in metrics.items()},
-                    candles_checksum=checksum,
-                    engine_version=ENGINE_VERSION,
-                    bars=int(slot.account.bars),
-                    kind="paper",
-                    created_at=time.time(),
-                    extra={
-                        "session": spec.session_id,
-                        "feed": spec.feed,
-                        "final_equity": slot.account.final_equity,
-                        "stopped": runner.stopped,
-                    },
-                )
-            )
-    return records
+def account_record(
+    spec: SessionSpec, account_spec: AccountSpec, account: Account, span: tuple[int, int], checksum: str, stopped: bool
+) -> ResultRecord | None:
+    """The leaderboard result of one account (``kind="paper"``, the session id in ``extra``) over ``span`` (epoch
+    ns, the first bar's open to the end of the last bar played), or ``None`` when it has no metrics yet."""
+    metrics = account.metrics(bars_per_year(spec.bar_seconds))
+    if metrics is None:
+        return None
+    return ResultRecord(
+        job_id=short_hash({"paper": spec.session_id, "account": account.key}),
+        strategy=account_spec.strategy,
+        strategy_version=get_strategy(account_spec.strategy).version,
+        params=dict(account_spec.params),
+        symbol=account_spec.symbol,
+        granularity=spec.granularity,
+        start=iso(from_ns(span[0])),
+        end=iso(from_ns(span[1])),
+        source=spec.source if spec.replay else LIVE_SOURCE,
+        costs=spec.costs.to_dict(),
+        capital=spec.capital,
+        metrics={k: round_metric(v) for k, v in metrics.items()},
+        candles_checksum=checksum,
+        engine_version=ENGINE_VERSION,
+        bars=int(account.bars),
+        kind="paper",
+        created_at=time.time(),
+        extra={"session": spec.session_id, "feed": spec.feed, "final_equity": account.final_equity, "stopped": stopped},
+    )
 
 
 def publish(
-    store: SessionStore, runner: SessionRunner, outcome: SessionOutcome, settings: Settings, results: Any
+    store: SessionStore,
+    session_id: str,
+    records: Sequence[ResultRecord],
+    status: str,
+    final: dict[str, Any],
+    settings: Settings,
+    results: ResultStore | None,
 ) -> None:
-    """Results to the leaderboard (idempotent: same job ids, same metrics), then the final status."""
-    records = result_records(runner)
+    """Results to the leaderboard (``results``, else the store the settings name; idempotent: same job ids, same
+    metrics), then the session's final status and metrics."""
     if records:
         if results is None:
-            from backfarm.leaderboard.factory import open_store
-
             with open_store(settings) as board:
                 board.put(records)
         else:
             results.put(records)
-    final = dict(outcome.metrics)
-    store.update(runner.spec.session_id, status=outcome.status, finished_at=time.time(), final=final)
+    store.update(session_id, status=status, finished_at=time.time(), final=final)

@@ -10,7 +10,7 @@ Per event of the feed (:mod:`backfarm.paper.feeds`):
   marked, and each strategy's function is evaluated on the buffer (:mod:`backfarm.paper.signals`): a new target
   is an order pending for the next quote.
 
-Every bar close (and, live, every fill) ends with one atomic, lease-fenced commit (:mod:`backfarm.paper.checkpoint`).
+Every bar close (and, live, every fill) ends with one atomic, lease-fenced commit (:mod:`backfarm.paper.store`).
 A runner that starts on a session with a checkpoint resumes from it: accounts, buffers and feed position are
 restored and the feed continues after the last committed bar. When the window ends (or ``paper stop`` asks), the
 accounts' metrics go to the leaderboard as ``kind="paper"`` results carrying the session id.
@@ -31,23 +31,25 @@ from typing import Any
 
 import numpy as np
 
-from backfarm.candles.cache import from_ns, to_ns
+from backfarm._util.time import from_ns, iso, parse_iso, to_ns
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import bars_per_year
+from backfarm.coinbase.client import CoinbaseClient
+from backfarm.coinbase.feed import QuoteFeed
 from backfarm.config import Settings
+from backfarm.core.candles import COLUMNS, bars_per_year, checksum_arrays
+from backfarm.core.results import ResultRecord
 from backfarm.errors import DataError, TemporaryError, ValidationError
 from backfarm.paper.accounts import END, REBALANCE, Account, Fill, RoundTrip, SizeRules
 from backfarm.paper.bars import Bar, BarBuffer
 from backfarm.paper.broker import Broker, Tick, size_rules
-from backfarm.paper.checkpoint import DONE, Checkpoint, Commit, LeaseLost, SessionStore
 from backfarm.paper.feeds import BarClosed, Feed, LiveFeed, QuoteSource, ReplayFeed
 from backfarm.paper.history import window_candles
 from backfarm.paper.lease import LeaseKeeper, acquire, new_token
-from backfarm.paper.results import publish
+from backfarm.paper.results import account_record, publish
 from backfarm.paper.signals import DEFAULT_CHUNK, SymbolSignals
 from backfarm.paper.spec import AccountSpec, SessionSpec
+from backfarm.paper.store.base import DONE, Checkpoint, Commit, LeaseLost, SessionStore
 from backfarm.strategies.registry import get_strategy
-from backfarm.sweeps.jobs import iso, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ def _run_owned(
     runner = SessionRunner(current.spec, settings, store, token, keeper.lost, quotes=quotes, rules=rules)
     outcome = runner.run()
     outcome.resumed = resumed
-    publish(store, runner, outcome, settings, results)
+    publish(store, session_id, runner.result_records(), outcome.status, dict(outcome.metrics), settings, results)
     return outcome
 
 
@@ -526,6 +528,19 @@ class SessionRunner:
 
     # --- results -------------------------------------------------------------------------------------------------
 
+    def result_records(self) -> list[ResultRecord]:
+        """One leaderboard result per account that has metrics, over the bars played (see :func:`account_record`)."""
+        span = (self.start_ns, self.start_ns + max(self.bars_done.values(), default=0) * self.step)
+        records = []
+        for symbol, slots in self.slots.items():
+            lo, hi = self.offsets[symbol], self.offsets[symbol] + self.bars_done[symbol]
+            checksum = checksum_arrays(*(self.buffers[symbol].column(c)[lo:hi] for c in COLUMNS))
+            for slot in slots:
+                record = account_record(self.spec, slot.spec, slot.account, span, checksum, self.stopped)
+                if record is not None:
+                    records.append(record)
+        return records
+
     def _outcome(self) -> SessionOutcome:
         bpy = bars_per_year(self.spec.bar_seconds)
         outcome = SessionOutcome(
@@ -545,14 +560,10 @@ class SessionRunner:
 
 
 def _quote_feed(spec: SessionSpec, settings: Settings) -> QuoteSource:
-    from backfarm.coinbase.feed import QuoteFeed
-
     return QuoteFeed.from_settings(settings, spec.symbols, stale_after=max(10.0, spec.stale_after_s))
 
 
 def _product_rules(spec: SessionSpec, settings: Settings) -> dict[str, SizeRules]:
-    from backfarm.coinbase.client import CoinbaseClient
-
     with CoinbaseClient.from_settings(settings) as client:
         products = client.products()
         rules = {}

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from backfarm.core.jobs import Params
 from backfarm.paper.bars import BarBuffer
-from backfarm.strategies.base import Params, Strategy
+from backfarm.strategies.base import Strategy
 from backfarm.strategies.indicators import Indicators
 
 DEFAULT_CHUNK = 2048

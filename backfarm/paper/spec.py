@@ -19,17 +19,17 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from backfarm.candles.schema import NS_PER_SECOND, granularity_seconds
-from backfarm.engine.costs import Costs
+from backfarm._util.time import NS_PER_SECOND, iso, parse_iso
+from backfarm.candles.sources import get_source
+from backfarm.coinbase.client import CoinbaseClient
+from backfarm.config import Settings
+from backfarm.core.candles import granularity_seconds
+from backfarm.core.costs import Costs
+from backfarm.core.jobs import Params
 from backfarm.errors import ValidationError, did_you_mean
-from backfarm.strategies.base import Params
 from backfarm.strategies.registry import get_strategy
-from backfarm.sweeps.jobs import iso, parse_iso
-
-if TYPE_CHECKING:
-    from backfarm.config import Settings
 
 FEEDS: tuple[str, ...] = ("coinbase", "replay")
 """``coinbase``: live quotes from the Coinbase WebSocket (REST fallback); ``replay``: cached candles."""
@@ -241,14 +241,10 @@ def validate_symbols(spec: SessionSpec, settings: Settings) -> None:
     """Unknown symbols are a ``ValidationError`` (did you mean ...): replay asks its candle source, live asks
     Coinbase's product list (cached by the client)."""
     if spec.replay:
-        from backfarm.candles.load import get_source
-
         source = get_source(spec.source, settings)
         for symbol in spec.symbols:
             source.validate_symbol(symbol)
         return
-    from backfarm.coinbase.client import CoinbaseClient
-
     with CoinbaseClient.from_settings(settings) as client:
         for symbol in spec.symbols:
             client.check_product(symbol)

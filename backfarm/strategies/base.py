@@ -21,16 +21,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from backfarm.core.jobs import Params, ParamValue
 from backfarm.errors import ValidationError, did_you_mean
 
 if TYPE_CHECKING:
     from backfarm.strategies.indicators import Indicators
-
-INTERFACE_VERSION = "1"
-"""Version of this contract; part of every job id."""
-
-ParamValue = int | float
-Params = dict[str, ParamValue]
 
 
 @dataclass(frozen=True)

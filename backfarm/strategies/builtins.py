@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from numba import njit
 
-from backfarm.strategies.base import Param, Params, Rule, Strategy
+from backfarm.core.jobs import Params
+from backfarm.strategies.base import Param, Rule, Strategy
 
 if TYPE_CHECKING:
     from backfarm.strategies.indicators import Indicators

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
+from backfarm.core.jobs import Params
 from backfarm.errors import DataError, ValidationError
-from backfarm.strategies.base import Params, Strategy
+from backfarm.strategies.base import Strategy
 from backfarm.strategies.indicators import Indicators
 
 __all__ = ["CheckReport", "check_strategy", "cut_points"]

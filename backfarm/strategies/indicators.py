@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
 from backfarm.errors import ValidationError
 
 __all__ = ["Indicators"]

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backfarm.cli import app
-from backfarm.cli.bench import TARGETS, ratios, targets
+from benchmarks.harness import TARGETS, ratios, targets
 
 runner = CliRunner()
 TINY = ["--repeats", "1", "--days", "1", "--symbols", "1", "--no-farm"]

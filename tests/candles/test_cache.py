@@ -12,17 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns
 from backfarm.candles import cache as cache_mod
-from backfarm.candles.cache import (
-    CandleCache,
-    CorruptCacheWarning,
-    from_ns,
-    month_bounds,
-    month_key,
-    months_covering,
-    to_ns,
-)
-from backfarm.candles.schema import COLUMNS, NS_PER_SECOND
+from backfarm.candles.cache import CandleCache, CorruptCacheWarning, month_bounds, month_key, months_covering
+from backfarm.core.candles import COLUMNS
 
 MIN = 60 * NS_PER_SECOND
 KEY = ("synthetic", "BTC-USD", "1m", "2024-02")

@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.candles.cache import CandleCache
-from backfarm.candles.fileimport import FileSource, import_file, read_table
+from backfarm.candles.fileimport import import_file, read_table
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import NS_PER_SECOND
+from backfarm.candles.sources.file import FileSource
 from backfarm.config import Settings
 from backfarm.errors import DataError, ValidationError
 

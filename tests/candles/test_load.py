@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import os
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,14 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.candles import cache as cache_mod
 from backfarm.candles.cache import CandleCache, CorruptCacheWarning, month_bounds
-from backfarm.candles.fileimport import FileSource
-from backfarm.candles.load import available_range, ensure_cached, fill_gaps, get_source, load_candles
-from backfarm.candles.schema import COLUMNS, NS_PER_SECOND
-from backfarm.candles.synthetic import SyntheticSource
+from backfarm.candles.load import available_range, ensure_cached, fill_gaps, load_candles
+from backfarm.candles.sources import get_source
+from backfarm.candles.sources.file import FileSource
+from backfarm.candles.sources.synthetic import SyntheticSource
 from backfarm.config import Settings
-from backfarm.errors import ConfigError, DataError, ValidationError
+from backfarm.core.candles import COLUMNS
+from backfarm.errors import DataError, ValidationError
 
 HOUR = 3600 * NS_PER_SECOND
 
@@ -69,13 +69,6 @@ def test_get_source(settings: Settings) -> None:
         get_source("synthtic", settings)
 
 
-def test_coinbase_source_missing_from_build(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "backfarm.coinbase.source", None)  # makes the import fail as if absent
-    with pytest.raises(ConfigError, match="not available in this build; use --source synthetic"):
-        get_source("coinbase", settings)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("backfarm.coinbase.source") is None, reason="coinbase not built")
 def test_coinbase_source_from_settings(settings: Settings) -> None:
     source = get_source("coinbase", settings)
     assert source.name == "coinbase" and source.can_fetch

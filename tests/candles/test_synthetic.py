@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from backfarm.candles import synthetic
-from backfarm.candles.schema import COLUMNS, NS_PER_SECOND
-from backfarm.candles.synthetic import SyntheticSource, month_bars, profile
+from backfarm._util.time import NS_PER_SECOND
+from backfarm.candles.sources import synthetic
+from backfarm.candles.sources.synthetic import SyntheticSource, month_bars, profile
+from backfarm.core.candles import COLUMNS
 from backfarm.errors import ValidationError
 
 NOW = datetime(2025, 6, 15, 12, 0, 30, tzinfo=UTC)

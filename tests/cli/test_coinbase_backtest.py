@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backfarm.cli import app
-from backfarm.coinbase.simulator import SimConfig, Simulator
+from backfarm.simulator import SimConfig, Simulator
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from backfarm.coinbase.auth import CdpKey
-from backfarm.coinbase.simulator import SimConfig, Simulator
+from backfarm.simulator import SimConfig, Simulator
 from tests.coinbase.helpers import EC_NAME, ED_NAME, ec_pem, ed_pem
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from backfarm.coinbase.auth import CdpKey
 from backfarm.coinbase.client import CoinbaseClient, RetryPolicy
 from backfarm.coinbase.ratelimit import NoRateLimit
-from backfarm.coinbase.simulator import Simulator
+from backfarm.simulator import Simulator
 
 EC_NAME = "organizations/11111111-2222-3333-4444-555555555555/apiKeys/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 ED_NAME = "organizations/11111111-2222-3333-4444-555555555555/apiKeys/ffffffff-0000-1111-2222-333333333333"

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from backfarm.coinbase.auth import CdpAuth, CdpKey, jwt_uri
-from backfarm.coinbase.simulator.keys import KeyRegistry, Unauthorized
 from backfarm.config import Settings
 from backfarm.errors import AuthError
+from backfarm.simulator.keys import KeyRegistry, Unauthorized
 from tests.coinbase.helpers import EC_NAME, ED_NAME, write_key_file
 
 NOW = 1_700_000_000

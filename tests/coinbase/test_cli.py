@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from backfarm.cli import app
 from backfarm.coinbase.auth import CdpKey
-from backfarm.coinbase.simulator import Simulator
+from backfarm.simulator import Simulator
 from tests.coinbase.helpers import EC_NAME, ec_pem, free_port, write_key_file
 
 runner = CliRunner()

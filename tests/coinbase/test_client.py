@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import requests
 
+from backfarm.candles.sources.coinbase import CoinbaseSource
 from backfarm.coinbase.auth import CdpKey
 from backfarm.coinbase.client import CoinbaseClient, RetryPolicy, candle_pages
 from backfarm.coinbase.ratelimit import NoRateLimit
-from backfarm.coinbase.simulator import SimConfig, Simulator
-from backfarm.coinbase.source import CoinbaseSource
 from backfarm.config import Settings
 from backfarm.errors import AuthError, DataError, RateLimited, ServiceUnavailable, ValidationError
+from backfarm.simulator import SimConfig, Simulator
 from tests.coinbase.helpers import SleepRecorder, free_port, make_client
 
 T0 = datetime(2025, 3, 31, 20, 0, tzinfo=UTC)

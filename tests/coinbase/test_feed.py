@@ -15,9 +15,9 @@ import pytest
 from backfarm.coinbase.auth import CdpKey
 from backfarm.coinbase.feed import QuoteFeed
 from backfarm.coinbase.quotes import Quote
-from backfarm.coinbase.simulator import Simulator
 from backfarm.config import Settings
 from backfarm.errors import AuthError
+from backfarm.simulator import Simulator
 from tests.coinbase.helpers import free_port, make_client
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]

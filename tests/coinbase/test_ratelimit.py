@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import requests
 
+from backfarm.candles.sources.coinbase import CoinbaseSource
 from backfarm.coinbase.client import CoinbaseClient
 from backfarm.coinbase.ratelimit import LocalRateLimiter, NoRateLimit
-from backfarm.coinbase.simulator import SimConfig, Simulator, state
-from backfarm.coinbase.source import CoinbaseSource
 from backfarm.errors import RateLimited
+from backfarm.simulator import SimConfig, Simulator, state
 from tests.coinbase.helpers import make_client
 
 

@@ -12,8 +12,8 @@ import requests
 from websockets.sync.client import connect
 
 from backfarm.coinbase.auth import CdpKey
-from backfarm.coinbase.simulator import Faults, FormulaMarket, SimConfig, Simulator
-from backfarm.coinbase.simulator.market import PRODUCTS
+from backfarm.simulator import Faults, FormulaMarket, SimConfig, Simulator
+from backfarm.simulator.market import PRODUCTS
 from tests.coinbase.helpers import EC_NAME, ec_pem, make_client
 
 P = "/api/v3/brokerage"

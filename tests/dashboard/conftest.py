@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from backfarm.cli import app
 from backfarm.config import Settings
+from backfarm.core.results import Filters, ResultRecord
 from backfarm.dashboard.server import Dashboard, start
-from backfarm.leaderboard.model import Filters, ResultRecord
-from backfarm.leaderboard.sqlite import SQLiteStore
+from backfarm.results.sqlite import SQLiteStore
 
 
 @dataclass(frozen=True)

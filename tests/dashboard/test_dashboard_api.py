@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 import requests
 
+from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
+from backfarm.core.costs import Costs
+from backfarm.core.jobs import Job
+from backfarm.core.results import Filters, SweepRecord
 from backfarm.dashboard.paper import PaperSessions
 from backfarm.dashboard.server import Dashboard, parse_auth
-from backfarm.engine.costs import Costs
+from backfarm.engine.artifacts import decode_equity, decode_trades
 from backfarm.errors import ValidationError
-from backfarm.leaderboard.model import Filters, SweepRecord
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.leaderboard.store import ResultStore
-from backfarm.sweeps.jobs import Job
-from backfarm.tasks.artifacts import decode_equity, decode_trades
-from backfarm.tasks.runner import CandleMemo, run_job
+from backfarm.execution.runner import run_job
+from backfarm.results.redis_store import RedisStore
+from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.store import ResultStore
 from tests.dashboard.conftest import Results, invoke, run_paper_session, serving
 
 

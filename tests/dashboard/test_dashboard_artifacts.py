@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backfarm.candles.schema import Candles
-from backfarm.engine.backtest import BacktestResult, run_backtest
-from backfarm.engine.costs import Costs
-from backfarm.engine.downsample import downsample_minmax
-from backfarm.errors import ValidationError
-from backfarm.leaderboard.model import canonical_json
-from backfarm.tasks.artifacts import (
+from backfarm._util.ids import canonical_json
+from backfarm.core.candles import Candles
+from backfarm.core.costs import Costs
+from backfarm.engine.artifacts import (
     MAX_POINTS,
     MAX_TRADES,
     artifacts,
@@ -20,6 +17,9 @@ from backfarm.tasks.artifacts import (
     equity_artifact,
     table_artifact,
 )
+from backfarm.engine.backtest import BacktestResult, run_backtest
+from backfarm.engine.downsample import downsample_minmax
+from backfarm.errors import ValidationError
 from tests.dashboard.conftest import Results
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from backfarm.leaderboard.model import Filters, SweepRecord
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.tasks.artifacts import MAX_TRADES
+from backfarm.core.results import Filters, SweepRecord
+from backfarm.engine.artifacts import MAX_TRADES
+from backfarm.results.sqlite import SQLiteStore
 from tests.dashboard.cdp import Browser
 from tests.dashboard.conftest import Results, invoke, run_paper_session
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from backfarm.core.results import Filters
 from backfarm.dashboard import data
 from backfarm.dashboard.plot import encode_png, nice_ticks, plot_png, time_ticks
 from backfarm.dashboard.report import render, report_data
-from backfarm.leaderboard.model import Filters
-from backfarm.leaderboard.sqlite import SQLiteStore
+from backfarm.results.sqlite import SQLiteStore
 from tests.dashboard.conftest import Results, invoke
 
 URL_ATTR = re.compile(r"""\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)

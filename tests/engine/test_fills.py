@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from backfarm.engine import METRIC_NAMES
+from backfarm.core.costs import Costs
+from backfarm.core.results import METRICS as METRIC_NAMES
 from backfarm.engine.backtest import BacktestResult, Trades, run_backtest, run_many
-from backfarm.engine.costs import Costs
 from backfarm.engine.downsample import downsample_minmax
 from backfarm.engine.kernel import _clean_target, _next_change
 from backfarm.engine.metrics import reference_metrics

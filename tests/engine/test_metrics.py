@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from backfarm.engine import METRIC_NAMES
+from backfarm.core.costs import Costs
+from backfarm.core.results import METRICS
+from backfarm.core.results import METRICS as METRIC_NAMES
 from backfarm.engine.backtest import BacktestResult, run_backtest
-from backfarm.engine.costs import Costs
 from backfarm.engine.metrics import reference_metrics
-from backfarm.leaderboard.model import METRICS
 
 FREE = Costs(fee_bps=0.0, spread_bps=0.0)
 

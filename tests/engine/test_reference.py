@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backfarm.core.costs import Costs
 from backfarm.engine.backtest import BacktestResult, run_backtest
-from backfarm.engine.costs import Costs
 
 backtesting = pytest.importorskip("backtesting", minversion="0.6")
 from backtesting import Backtest, Strategy  # noqa: E402

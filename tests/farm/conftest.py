@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from backfarm.leaderboard.model import Filters
-from backfarm.leaderboard.redis_store import RedisStore
+from backfarm.config import Settings
+from backfarm.core.results import Filters
+from backfarm.farm.client import FarmExecutor, farm_batch_size
+from backfarm.farm.ledger import Ledger
+from backfarm.results.redis_store import RedisStore
 from backfarm.strategies.registry import register, strategy_names
-from backfarm.sweeps.spec import Expansion, SweepSpec, expand
-from backfarm.tasks.farm import farm_batch_size
+from backfarm.sweeps.expand import Expansion, expand
+from backfarm.sweeps.run import run_sweep
+from backfarm.sweeps.spec import SweepSpec
 from tests.workers import Farm, Worker, farm_fixture, wait_for, worker_env
 
 HERE = Path(__file__).resolve().parent
@@ -63,13 +67,22 @@ def chaos() -> None:
         register(Chaos)
 
 
-def chaos_expansion(param_sets: list[dict[str, int]], symbols: tuple[str, ...] = ("BTC-USD",)) -> Expansion:
+def chaos_spec(param_sets: list[dict[str, int]], symbols: tuple[str, ...] = ("BTC-USD",)) -> SweepSpec:
     """A one-day, hourly sweep of the chaos strategy with explicit parameter sets."""
     params = {"chaos": param_sets}
-    spec = SweepSpec(
+    return SweepSpec(
         strategies=("chaos",), symbols=symbols, granularity="1h", days=1, params=params, source="synthetic"
     )
-    return expand(spec)
+
+
+def chaos_expansion(param_sets: list[dict[str, int]], symbols: tuple[str, ...] = ("BTC-USD",)) -> Expansion:
+    """:func:`chaos_spec`, expanded into its jobs."""
+    return expand(chaos_spec(param_sets, symbols))
+
+
+def submit(settings: Settings, store: RedisStore, spec: SweepSpec, curves: bool = True) -> str:
+    """Record the sweep and enqueue its missing jobs as ``backfarm backtest --detach`` does; returns its id."""
+    return run_sweep(spec, settings, store, FarmExecutor(settings, detach=True), curves=curves).sweep_id
 
 
 def counted_mid_batch(store: RedisStore, sweep_id: str, expansion: Expansion, worker: Worker) -> Callable[[], bool]:
@@ -82,9 +95,11 @@ def counted_mid_batch(store: RedisStore, sweep_id: str, expansion: Expansion, wo
     size = farm_batch_size(list(expansion.jobs))
     ids = [job.job_id for job in expansion.jobs]
 
+    ledger = Ledger(store.conn)
+
     def check() -> bool:
-        counted = set(store.attempts(sweep_id)) - store.done(ids)
-        return worker.busy and len(counted) > size and store.client.llen("backtest") >= 2
+        counted = set(ledger.attempts(sweep_id)) - store.existing(ids)
+        return worker.busy and len(counted) > size and store.conn.client.llen("backtest") >= 2
 
     return check
 
@@ -95,7 +110,7 @@ def assert_exactly_once(store: RedisStore, sweep_id: str, dead: int = 0) -> None
     assert info is not None
     assert (info.done, info.dead) == (info.total - dead, dead)
     manifest = set(store.manifest(sweep_id))
-    client = store.client
+    client = store.conn.client
     ranked = client.zrange(store.keys.board("sharpe"), 0, -1)
     nulls = client.smembers(store.keys.nulls("sharpe"))
     on_board = [job for job in [*ranked, *nulls] if job in manifest]

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from backfarm.strategies.base import Param, Params, Strategy
+from backfarm.core.jobs import Params
+from backfarm.strategies.base import Param, Strategy
 from backfarm.strategies.indicators import Indicators
 
 OK, CRASH, RAISE = 0, 1, 2

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from backfarm.cli import app as cli_app
 from backfarm.config import Settings
-from backfarm.workers.app import QUEUES, SOFT_SHUTDOWN_S, check_time_limits
+from backfarm.farm.app import SOFT_SHUTDOWN_S, check_time_limits
+from backfarm.farm.keys import QUEUES
 from tests.redis_server import free_port
 from tests.workers import ROOT, wait_for
 
@@ -41,9 +42,10 @@ NO_RETRY_LOOP_S = 15
 unreachable or refusing Redis would take: these bounds catch a retry loop, not a slow machine."""
 
 
-def test_an_unreachable_redis_is_one_line_and_exit_2_without_retrying(farm_env: dict[str, str]) -> None:
+def test_an_unreachable_redis_is_one_line_and_exit_3_without_retrying(farm_env: dict[str, str]) -> None:
+    """Unreachable is temporary (exit 3), as everywhere; the message says what to fix if it is not."""
     code, out, err, seconds = run(farm_env, "--redis", "redis://127.0.0.1:1", "backtest", "--source", "synthetic")
-    assert code == 2 and out == ""
+    assert code == 3 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: cannot reach Redis at redis://127.0.0.1:1")
     assert seconds < NO_RETRY_LOOP_S
 

@@ -18,15 +18,17 @@ from kombu import Connection
 from typer.testing import CliRunner
 
 from backfarm.cli import app as cli_app
-from backfarm.leaderboard.factory import open_store
-from backfarm.leaderboard.model import Filters
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.sweeps.jobs import Batch, make_batches
-from backfarm.sweeps.spec import SweepSpec, expand
-from backfarm.tasks import farm as farm_api
-from backfarm.tasks.sweep import prepare_data
-from backfarm.workers.app import BATCH_TASK, create_app
-from tests.farm.conftest import assert_exactly_once, chaos_expansion, counted_mid_batch
+from backfarm.core.jobs import Batch, make_batches
+from backfarm.core.results import Filters, SweepInfo
+from backfarm.farm import client as farm_api
+from backfarm.farm.client import FarmClient
+from backfarm.farm.tasks.backtest import BATCH_TASK
+from backfarm.results.factory import open_store
+from backfarm.results.redis_store import RedisStore
+from backfarm.sweeps.expand import expand
+from backfarm.sweeps.run import prepare_data, sweep_record
+from backfarm.sweeps.spec import SweepSpec
+from tests.farm.conftest import assert_exactly_once, chaos_expansion, chaos_spec, counted_mid_batch, submit
 from tests.farm.farmplugin import CRASH
 from tests.redis_server import RedisServer
 from tests.workers import ROOT, Farm, wait_for
@@ -44,9 +46,9 @@ def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def slow_sweep(jobs: int = 200, sleep_ms: int = 30) -> Any:
+def slow_sweep(jobs: int = 200, sleep_ms: int = 30) -> SweepSpec:
     """``jobs`` chaos jobs of ``sleep_ms`` each: long enough to hit a worker or Redis while it runs."""
-    return chaos_expansion([{"every": n, "sleep_ms": sleep_ms} for n in range(2, 2 + jobs)])
+    return chaos_spec([{"every": n, "sleep_ms": sleep_ms} for n in range(2, 2 + jobs)])
 
 
 def test_two_workers_run_2000_jobs_exactly_once_with_the_embedded_metrics(farm: Farm, tmp_path: Path) -> None:
@@ -80,20 +82,19 @@ def test_two_workers_run_2000_jobs_exactly_once_with_the_embedded_metrics(farm: 
 
 def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None) -> None:
     settings = farm.settings
-    expansion = slow_sweep()
-    prepare_data(expansion, settings)
+    spec = slow_sweep()
     victim, survivor = farm.start("victim"), farm.start("survivor")
     farm.ready(victim, survivor)
-    with RedisStore(settings.redis_url or "") as store:
-        sweep_id = farm_api.submit(expansion, settings, store)
-        wait_for(counted_mid_batch(store, sweep_id, expansion, victim), 30, "the victim to be mid-batch, counted")
+    with RedisStore(settings.redis_url or "") as store, FarmClient(settings, store) as client:
+        sweep_id = submit(settings, store, spec)
+        wait_for(counted_mid_batch(store, sweep_id, expand(spec), victim), 30, "the victim to be mid-batch, counted")
         victim.kill()
         # No reconcile allowed: the redelivery after the visibility timeout must do it. (The wait's lost-worker
         # shortcut would otherwise race it: both come about 15 s after the loss.)
-        final = farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=60, lost_stall_s=10**6)
+        final = client.wait(sweep_id, stall_s=10**6, timeout_s=60, lost_stall_s=10**6)
         assert final.complete and final.reconciled == 0
         assert_exactly_once(store, sweep_id)
-        attempts = store.attempts(sweep_id)
+        attempts = client.ledger.attempts(sweep_id)
         assert set(attempts.values()) == {1, 2}  # the victim's batch ran twice, nothing more
     assert "'mode': 'careful'" in survivor.text()
 
@@ -103,22 +104,20 @@ def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos
     try:
         farm.env["BACKFARM_REDIS_URL"] = server.url
         settings = farm.settings
-        expansion = slow_sweep()
-        prepare_data(expansion, settings)
         workers = farm.start("w1"), farm.start("w2")
         farm.ready(*workers)
         with RedisStore(server.url) as store:
-            sweep_id = farm_api.submit(expansion, settings, store)
-            wait_for(lambda: farm_api.progress(store, sweep_id).done >= 20, 30, "the sweep to be under way")
-            assert not farm_api.progress(store, sweep_id).complete
+            sweep_id = submit(settings, store, slow_sweep())
+            wait_for(lambda: _sweep(store, sweep_id).done >= 20, 30, "the sweep to be under way")
+            assert not _sweep(store, sweep_id).complete
         server.restart()
         for w in workers:  # each worker reconnects by itself
             wait_for(lambda w=w: w.count("Connected to redis://") >= 2, 60, f"{w.name} to reconnect")
-        with RedisStore(server.url) as store:
+        with RedisStore(server.url) as store, FarmClient(settings, store) as client:
             # A restart can swallow a message in flight (a worker's BRPOP answered just before the server went away
             # never reaches it, and it is in no queue): the wait re-enqueues what stays missing, as
             # `backfarm backtest` does, here after 20 s without progress instead of the default ~20 min.
-            final = farm_api.wait(sweep_id, settings, store, stall_s=20, timeout_s=120)
+            final = client.wait(sweep_id, stall_s=20, timeout_s=120)
             assert final.complete
             assert_exactly_once(store, sweep_id)
     finally:
@@ -139,19 +138,19 @@ def test_a_double_submit_and_a_redelivered_batch_commit_nothing_twice(farm: Farm
     assert expansion.sweep_id == sweep_id
     batches = make_batches(expansion.jobs, farm_api.farm_batch_size(expansion.jobs))
     settings = farm.settings
-    with RedisStore(settings.redis_url or "") as store:
-        assert store.client.llen("backtest") == len(batches)  # published once, not twice
+    with RedisStore(settings.redis_url or "") as store, FarmClient(settings, store) as client:
+        assert store.conn.client.llen("backtest") == len(batches)  # published once, not twice
         worker = farm.start("w1")
         farm.ready(worker)
-        final = farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=60)
+        final = client.wait(sweep_id, stall_s=10**6, timeout_s=60)
         assert final.complete
         assert_exactly_once(store, sweep_id)
-        assert set(store.attempts(sweep_id).values()) == {1}
-        before = {j.job_id: store.client.hgetall(store.keys.result(j.job_id)) for j in batches[0].jobs}
-        farm_api.enqueue(create_app(settings), sweep_id, [batches[0]])  # a finished batch forced back into the queue
+        assert set(client.ledger.attempts(sweep_id).values()) == {1}
+        before = {j.job_id: store.conn.client.hgetall(store.keys.result(j.job_id)) for j in batches[0].jobs}
+        client.enqueue(sweep_id, [batches[0]])  # a finished batch forced back into the queue
         wait_for(lambda: worker.count("done already") == 1, 30, "the redelivered batch to be skipped")
-        assert set(store.attempts(sweep_id).values()) == {1}
-        assert {j.job_id: store.client.hgetall(store.keys.result(j.job_id)) for j in batches[0].jobs} == before
+        assert set(client.ledger.attempts(sweep_id).values()) == {1}
+        assert {j.job_id: store.conn.client.hgetall(store.keys.result(j.job_id)) for j in batches[0].jobs} == before
         assert_exactly_once(store, sweep_id)
 
 
@@ -166,13 +165,13 @@ def test_a_job_that_always_crashes_ends_dead_and_status_says_why(
     prepare_data(expansion, settings)
     worker = farm.start("w1")
     farm.ready(worker)
-    with RedisStore(settings.redis_url or "") as store:
-        assert store.create_sweep(farm_api.sweep_record(expansion))
-        farm_api.enqueue(create_app(settings), expansion.sweep_id, [Batch(expansion.jobs)])  # crasher mid-batch
-        final = farm_api.wait(expansion.sweep_id, settings, store, stall_s=10**6, timeout_s=60)
+    with RedisStore(settings.redis_url or "") as store, FarmClient(settings, store) as client:
+        assert store.create_sweep(sweep_record(expansion))
+        client.enqueue(expansion.sweep_id, [Batch(expansion.jobs)])  # crasher mid-batch
+        final = client.wait(expansion.sweep_id, stall_s=10**6, timeout_s=60)
         assert final.complete and (final.done, final.dead) == (4, 1)
         assert_exactly_once(store, expansion.sweep_id, dead=1)
-        attempts = store.attempts(expansion.sweep_id)
+        attempts = client.ledger.attempts(expansion.sweep_id)
         assert attempts.pop(crasher) == 4  # three runs that killed their process, the fourth count gave up
         assert set(attempts.values()) == {2}  # its batch-mates ran at most twice
     assert worker.proc.poll() is None  # the pool replaced its dead process; the worker lives on
@@ -209,11 +208,21 @@ def test_a_pickle_message_is_refused_and_runs_no_code(farm: Farm, tmp_path: Path
             ((Canary(canary),), {}, {}), routing_key="backtest", exchange="", serializer="pickle", headers=headers
         )
     with RedisStore(url) as store:
-        wait_for(lambda: store.client.llen("backtest") == 0 and store.client.hlen("unacked") == 0, 30, "the refusal")
+        wait_for(
+            lambda: store.conn.client.llen("backtest") == 0 and store.conn.client.hlen("unacked") == 0,
+            30,
+            "the refusal",
+        )
         wait_for(lambda: "Refusing to deserialize untrusted content of type pickle" in worker.text(), 10, "the log")
         assert not canary.exists()
         # The worker is still healthy afterwards.
-        expansion = chaos_expansion([{"every": 2}])
-        sweep_id = farm_api.submit(expansion, farm.settings, store)
-        assert farm_api.wait(sweep_id, farm.settings, store, stall_s=10**6, timeout_s=30).complete
+        sweep_id = submit(farm.settings, store, chaos_spec([{"every": 2}]))
+        with FarmClient(farm.settings, store) as client:
+            assert client.wait(sweep_id, stall_s=10**6, timeout_s=30).complete
     assert not canary.exists()
+
+
+def _sweep(store: RedisStore, sweep_id: str) -> SweepInfo:
+    info = store.sweep(sweep_id)
+    assert info is not None
+    return info

@@ -8,34 +8,45 @@ rate limit must keep the whole farm under Coinbase's 10 requests/s, so the simul
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
-from backfarm.coinbase.simulator import SimConfig, Simulator
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.sweeps.spec import SweepSpec, expand
-from backfarm.tasks import farm as farm_api
-from backfarm.workers.app import create_app
-from tests.farm.conftest import assert_exactly_once
+from backfarm.farm.client import FarmClient
+from backfarm.results.redis_store import RedisStore
+from backfarm.simulator import SimConfig, Simulator
+from backfarm.sweeps.expand import expand
+from backfarm.sweeps.run import prepare_data
+from backfarm.sweeps.spec import SweepSpec
+from tests.farm.conftest import assert_exactly_once, submit
 from tests.workers import Farm, wait_for
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
 
 
-def test_two_workers_fetch_each_partition_once_within_the_rate_limit(farm: Farm, chaos: None) -> None:
+def test_two_workers_fetch_each_partition_once_within_the_rate_limit(farm: Farm, chaos: None, tmp_path: Path) -> None:
     with Simulator(SimConfig(public_rate=10.0)) as sim:
         farm.env["BACKFARM_COINBASE_API_URL"] = sim.api_url
         settings = farm.settings
         spec = SweepSpec(strategies=("chaos",), symbols=SYMBOLS, granularity="1h", start="2025-03-01",
                          end="2025-06-01", days=None, params={"chaos": [{"every": 2}, {"every": 3}]},
                          source="coinbase")  # fmt: skip
-        expansion = expand(spec)
+        # The submitting machine checks the data in its own cache first (as on a machine of its own); only the
+        # workers' fetches, into theirs, are counted.
+        client = settings.with_(data_dir=tmp_path / "client")
+        prepare_data(expand(spec), client)
+        sim.clear_log()
         workers = farm.start("w1"), farm.start("w2")
         farm.ready(*workers)
-        with RedisStore(settings.redis_url or "") as store:
-            assert farm_api.enqueue_fetches(create_app(settings), expansion) == len(SYMBOLS)  # a duplicate set
-            sweep_id = farm_api.submit(expansion, settings, store)  # enqueues the fetches again, then the batches
-            assert farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=90).complete
+        with RedisStore(settings.redis_url or "") as store, FarmClient(settings, store) as farm_client:
+            windows = sorted({job.data_key for job in expand(spec).jobs})
+            assert farm_client.enqueue_fetches(windows) == len(SYMBOLS)  # a duplicate set
+            sweep_id = submit(client, store, spec)  # enqueues the fetches again, then the batches
+            assert farm_client.wait(sweep_id, stall_s=10**6, timeout_s=90).complete
             assert_exactly_once(store, sweep_id)
-            wait_for(lambda: store.client.llen("data") == 0 and store.client.hlen("unacked") == 0, 60, "the fetches")
+            wait_for(
+                lambda: store.conn.client.llen("data") == 0 and store.conn.client.hlen("unacked") == 0,
+                60,
+                "the fetches",
+            )
         requests = list(sim.state.requests)
     statuses = Counter(r.status for r in requests)
     assert statuses.get(429, 0) == 0, statuses  # one budget for the whole farm

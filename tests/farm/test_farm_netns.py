@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.tasks import farm as farm_api
-from backfarm.tasks.sweep import prepare_data
-from tests.farm.conftest import assert_exactly_once, chaos_expansion, counted_mid_batch
+from backfarm.farm.client import FarmClient
+from backfarm.results.redis_store import RedisStore
+from backfarm.sweeps.expand import expand
+from tests.farm.conftest import assert_exactly_once, chaos_spec, counted_mid_batch, submit
 from tests.redis_server import RedisServer
 from tests.workers import Farm, wait_for
 
@@ -119,8 +119,7 @@ def test_cutting_one_hosts_link_mid_sweep_completes_on_the_other(
     try:
         farm.env["BACKFARM_REDIS_URL"] = server.url  # the client stays on the root host
         settings = farm.settings
-        expansion = chaos_expansion([{"every": n, "sleep_ms": 30} for n in range(2, 202)])
-        prepare_data(expansion, settings)
+        spec = chaos_spec([{"every": n, "sleep_ms": 30} for n in range(2, 202)])
         cut = farm.start(
             "h1", prefix=["ip", "netns", "exec", h1.ns], url=f"redis://:veth-pw@{h1.redis_address}:{server.port}/0"
         )
@@ -128,16 +127,16 @@ def test_cutting_one_hosts_link_mid_sweep_completes_on_the_other(
             "h2", prefix=["ip", "netns", "exec", h2.ns], url=f"redis://:veth-pw@{h2.redis_address}:{server.port}/0"
         )
         farm.ready(cut, other)
-        with RedisStore(server.url) as store:
-            sweep_id = farm_api.submit(expansion, settings, store)
-            wait_for(counted_mid_batch(store, sweep_id, expansion, cut), 30, "h1 to be mid-batch, attempts counted")
+        with RedisStore(server.url) as store, FarmClient(settings, store) as client:
+            sweep_id = submit(settings, store, spec)
+            wait_for(counted_mid_batch(store, sweep_id, expand(spec), cut), 30, "h1 to be mid-batch, attempts counted")
             h1.cut()
             done_at_cut = other.count("succeeded")
             # Redelivery alone (no reconcile, early or late) must bring h1's batch back.
-            final = farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=90, lost_stall_s=10**6)
+            final = client.wait(sweep_id, stall_s=10**6, timeout_s=90, lost_stall_s=10**6)
             assert final.complete and final.reconciled == 0
             assert_exactly_once(store, sweep_id)
-            assert 2 in store.attempts(sweep_id).values()  # h1's batch ran again on h2
+            assert 2 in client.ledger.attempts(sweep_id).values()  # h1's batch ran again on h2
         assert other.count("succeeded") > done_at_cut
         assert "'mode': 'careful'" in other.text()
     finally:

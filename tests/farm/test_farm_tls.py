@@ -6,17 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from backfarm._util.connection import check_redis
 from backfarm.config import Settings
-from backfarm.errors import ConfigError
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.tasks import farm as farm_api
-from backfarm.tasks.sweep import prepare_data
-from tests.farm.conftest import assert_exactly_once, chaos_expansion
+from backfarm.errors import ConfigError, ServiceUnavailable
+from backfarm.farm.client import FarmClient
+from backfarm.results.redis_store import RedisStore
+from tests.farm.conftest import assert_exactly_once, chaos_spec, submit
 from tests.redis_server import free_port
 from tests.workers import Farm, wait_for
 
@@ -84,9 +83,9 @@ def tls_redis(tmp_path: Path) -> object:
             if proc.poll() is not None:
                 pytest.skip(f"redis-server cannot serve TLS here: {(tmp_path / 'redis.log').read_text()[-300:]}")
             try:
-                farm_api.preflight(settings)
+                check_redis(settings.require_redis_url())
                 return True
-            except ConfigError:
+            except ServiceUnavailable:
                 return False
 
         wait_for(up, 15, "redis-server to serve TLS")
@@ -102,15 +101,13 @@ def test_the_farm_runs_over_tls_and_refuses_an_unknown_certificate(
     url, other_ca = tls_redis
     wrong = url.split("?")[0] + f"?ssl_ca_certs={other_ca}"
     with pytest.raises(ConfigError, match="certificate verify failed"):
-        farm_api.preflight(replace(farm.settings, redis_url=wrong))
+        check_redis(wrong)
     farm.env["BACKFARM_REDIS_URL"] = url
     settings = farm.settings
-    expansion = chaos_expansion([{"every": n} for n in range(2, 12)])
-    prepare_data(expansion, settings)
     worker = farm.start("tls")
     farm.ready(worker)
-    with RedisStore(url) as store:
-        sweep_id = farm_api.submit(expansion, settings, store)
-        assert farm_api.wait(sweep_id, settings, store, stall_s=10**6, timeout_s=30).complete
+    with RedisStore(url) as store, FarmClient(settings, store) as client:
+        sweep_id = submit(settings, store, chaos_spec([{"every": n} for n in range(2, 12)]))
+        assert client.wait(sweep_id, stall_s=10**6, timeout_s=30).complete
         assert_exactly_once(store, sweep_id)
     assert "rediss://:**@127.0.0.1" in worker.text() and PASSWORD not in worker.text()

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backfarm.candles.sources.coinbase import CoinbaseSource
 from backfarm.coinbase.client import CoinbaseClient
-from backfarm.coinbase.source import CoinbaseSource
 from backfarm.config import Settings
 from backfarm.errors import ValidationError
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import bars_per_year
 from backfarm.config import Settings
+from backfarm.core.candles import bars_per_year
 from backfarm.engine.backtest import BacktestResult, run_backtest
-from backfarm.paper.checkpoint import Commit, SQLiteSessionStore
 from backfarm.paper.spec import SessionSpec, build_spec, parse_time
+from backfarm.paper.store.base import Commit
+from backfarm.paper.store.sqlite import SQLiteSessionStore
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
 from tests.workers import Farm, farm_fixture, worker_env

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from backfarm.cli import app
-from backfarm.coinbase.simulator import SimConfig, Simulator
 from backfarm.config import Settings
-from backfarm.leaderboard.factory import open_store
-from backfarm.leaderboard.model import Filters
-from backfarm.paper.checkpoint import SQLiteSessionStore
+from backfarm.core.results import Filters
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.factory import open_store
+from backfarm.simulator import SimConfig, Simulator
 from tests.workers import wait_for
 
 runner = CliRunner()

@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from backfarm.config import Settings
-from backfarm.leaderboard.model import Filters
-from backfarm.leaderboard.redis_store import RedisStore
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import RedisSessionStore, SQLiteSessionStore
+from backfarm.core.results import Filters
+from backfarm.farm.app import close_app, create_app
+from backfarm.farm.tasks.paper import enqueue_session
 from backfarm.paper.session import run_session
-from backfarm.tasks.paper import enqueue_session
-from backfarm.workers.app import close_app, create_app
+from backfarm.paper.store.redis_store import RedisSessionStore
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.redis_store import RedisStore
+from backfarm.results.sqlite import SQLiteStore
 from tests.paper.conftest import FAST_PARAMS, replay_spec
 from tests.workers import Farm, wait_for
 

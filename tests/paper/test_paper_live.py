@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from backfarm.coinbase.simulator import Faults, SimConfig, Simulator
 from backfarm.config import Settings
-from backfarm.leaderboard.model import Filters
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import SQLiteSessionStore
+from backfarm.core.results import Filters
 from backfarm.paper.report import build_report
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.sqlite import SQLiteStore
+from backfarm.simulator import Faults, SimConfig, Simulator
 from tests.paper.conftest import FAST_PARAMS, DyingStore
 from tests.workers import wait_for
 

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from backfarm._util.time import NS_PER_SECOND as NS
 from backfarm.candles.load import load_candles
-from backfarm.candles.schema import NS_PER_SECOND as NS
 from backfarm.coinbase.quotes import Quote
 from backfarm.config import Settings
-from backfarm.engine.costs import Costs
+from backfarm.core.costs import Costs
 from backfarm.errors import ValidationError
-from backfarm.leaderboard.sqlite import SQLiteStore
 from backfarm.paper.accounts import Account, Prices, SizeRules
 from backfarm.paper.bars import Bar, BarAggregator
 from backfarm.paper.broker import Broker, Tick
-from backfarm.paper.checkpoint import SQLiteSessionStore
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.sqlite import SQLiteStore
 
 MIN = 60 * NS
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from backfarm.config import Settings
-from backfarm.engine.costs import Costs
-from backfarm.leaderboard.sqlite import SQLiteStore
-from backfarm.paper.checkpoint import SQLiteSessionStore
+from backfarm.core.costs import Costs
 from backfarm.paper.session import run_session
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.sqlite import SQLiteStore
 from backfarm.strategies.registry import strategy_names
 from tests.paper.conftest import DyingStore, reference_backtests, replay_spec
 

@@ -12,8 +12,10 @@ import pytest
 
 from backfarm.errors import ValidationError
 from backfarm.paper.accounts import Fill, RoundTrip
-from backfarm.paper.checkpoint import Commit, LeaseLost, RedisSessionStore, SessionStore, SQLiteSessionStore
 from backfarm.paper.spec import build_spec
+from backfarm.paper.store.base import Commit, LeaseLost, SessionStore
+from backfarm.paper.store.redis_store import RedisSessionStore
+from backfarm.paper.store.sqlite import SQLiteSessionStore
 from tests.workers import wait_for
 
 
@@ -123,7 +125,7 @@ class _RecordingApp:
 
 
 def test_watchdog_requeues_each_orphan_once(redis_url: str) -> None:
-    from backfarm.tasks.paper import requeue_orphans
+    from backfarm.farm.tasks.paper import requeue_orphans
 
     store = RedisSessionStore(redis_url)
     store.create(_spec("porphan0001"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
 
 
 def make_candles(close, high=None, low=None) -> Candles:  # type: ignore[no-untyped-def]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
+from backfarm.core.jobs import Params
 from backfarm.errors import ValidationError
-from backfarm.strategies.base import Params, Strategy
+from backfarm.strategies.base import Strategy
 from backfarm.strategies.builtins import BUILTINS, Breakout, MaCrossover, MeanReversion, Momentum, Volatility
 from backfarm.strategies.indicators import Indicators
 from tests.strategies.candles import make_candles

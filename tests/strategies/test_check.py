@@ -7,9 +7,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
+from backfarm.core.jobs import Params
 from backfarm.errors import DataError, ValidationError
-from backfarm.strategies.base import Param, Params, Strategy
+from backfarm.strategies.base import Param, Strategy
 from backfarm.strategies.builtins import BUILTINS
 from backfarm.strategies.check import CheckReport, check_strategy, cut_points
 from backfarm.strategies.indicators import Indicators

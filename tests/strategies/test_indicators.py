@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from backfarm.candles.schema import Candles
+from backfarm.core.candles import Candles
 from backfarm.errors import ValidationError
 from backfarm.strategies.indicators import Indicators
 from tests.strategies.candles import make_candles

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backfarm.core.jobs import Params
 from backfarm.errors import ConfigError, ValidationError
 from backfarm.strategies import registry
-from backfarm.strategies.base import Param, Params, Rule, Strategy
+from backfarm.strategies.base import Param, Rule, Strategy
 from backfarm.strategies.builtins import BUILTINS, Momentum
 
 BUILTIN_NAMES = ["breakout", "ma_crossover", "mean_reversion", "momentum", "volatility"]

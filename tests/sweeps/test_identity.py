@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
-from backfarm.sweeps.spec import SweepSpec, expand
-from backfarm.tasks.runner import CandleMemo, run_job
+from backfarm.execution.runner import run_job
+from backfarm.sweeps.expand import expand
+from backfarm.sweeps.spec import SweepSpec
 
 SPEC = SweepSpec(
     strategies=("momentum", "mean_reversion", "breakout", "ma_crossover", "volatility"),

@@ -7,18 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from backfarm.core.jobs import make_batches
 from backfarm.errors import ConfigError, ValidationError
-from backfarm.sweeps.jobs import make_batches
-from backfarm.sweeps.spec import (
-    SweepSpec,
-    expand,
-    load_spec_file,
-    parse_duration,
-    parse_params,
-    period,
-    spec_from,
-    windows,
-)
+from backfarm.sweeps.expand import expand, parse_duration, period, windows
+from backfarm.sweeps.spec import SweepSpec, load_spec_file, parse_params, spec_from
 
 NOW = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)
 TODAY = datetime(2026, 11, 23, tzinfo=UTC)
@@ -169,7 +161,7 @@ def test_spec_file_toml_and_flag_override(tmp_path: Path) -> None:
 
 
 def test_a_batch_carries_the_curves_choice_through_its_message() -> None:
-    from backfarm.sweeps.jobs import Batch, make_batches
+    from backfarm.core.jobs import Batch, make_batches
 
     jobs = expand(SweepSpec(strategies=("momentum",), symbols=("BTC-USD",), grid=True, days=2)).jobs
     lean = make_batches(jobs, 10, curves=False)

@@ -1,0 +1,1 @@
+"""The bottom layer: ids and canonical JSON, time helpers, CPU counts, small SQLite and Redis helpers."""

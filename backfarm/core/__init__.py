@@ -1,0 +1,1 @@
+"""The shared vocabulary: candles, costs, jobs and batches with their ids, the result model, identity versions."""

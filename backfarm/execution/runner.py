@@ -1,0 +1,145 @@
+"""Run one batch: load its candles once, build indicators once, run every job, return result records.
+
+This is the single place where a job becomes a result; the embedded executor and the Celery task both call
+:func:`run_batch`, so the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from backfarm.candles.memo import CandleMemo
+from backfarm.core.candles import Candles, bars_per_year
+from backfarm.core.costs import Costs
+from backfarm.core.jobs import Batch, Job
+from backfarm.core.results import ResultRecord, round_metric
+from backfarm.core.versions import ENGINE_VERSION
+from backfarm.engine.artifacts import artifacts
+from backfarm.engine.backtest import run_backtest
+from backfarm.engine.downsample import MAX_POINTS
+from backfarm.errors import ConfigError
+from backfarm.strategies.indicators import Indicators
+from backfarm.strategies.registry import all_strategies, get_strategy
+
+
+@dataclass
+class BatchOutcome:
+    """Results of the jobs that ran, and the reason for each job that failed."""
+
+    results: list[ResultRecord] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> BatchOutcome:
+    """Run every job of ``batch`` not in ``skip``; a job whose strategy raises is reported failed, not fatal."""
+    started = time.perf_counter()
+    outcome = BatchOutcome()
+    candles, indicators = memo.get(batch.data_key)
+    for job in batch.jobs:
+        if skip and job.job_id in skip:
+            continue
+        try:
+            outcome.results.append(run_job(job, candles, indicators, curves=batch.curves))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise  # Celery's soft limit: the task must stop now, not record a per-job failure
+            if (interrupt := _interrupt_behind(exc)) is not None:
+                raise interrupt from None
+            outcome.failed[job.job_id] = f"{type(exc).__name__}: {exc}"[:500]
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (or exit) hidden behind ``exc``, if any.
+
+    A SIGINT that arrives while a compiled numba function runs surfaces as ``SystemError: CPUDispatcher(...) returned
+    a result with an exception set`` caused by the KeyboardInterrupt; treating that as the job's failure would
+    swallow the interrupt (the run would carry on and mark the job dead).
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 16:
+        if not isinstance(current, Exception):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def run_job(job: Job, candles: Candles, indicators: Indicators, curves: bool = True) -> ResultRecord:
+    """One backtest: the strategy's exposure through the engine, as a result record (with its equity curve and
+    trades in ``extra`` when ``curves``)."""
+    strategy = get_strategy(job.strategy)
+    if strategy.version != job.strategy_version:
+        raise ConfigError(
+            f"strategy {job.strategy} is version {strategy.version} here but the job wants {job.strategy_version}; "
+            "install the same backfarm (and plugin) version everywhere"
+        )
+    exposure = strategy.exposure(indicators, job.params)
+    result = run_backtest(
+        candles.open,
+        candles.high,
+        candles.low,
+        candles.close,
+        exposure,
+        job.costs,
+        job.capital,
+        bars_per_year(candles.bar_seconds),
+        record=curves,  # the equity curve and trades feed the stored artifacts (backfarm.engine.artifacts)
+        curve_points=MAX_POINTS,  # only the points the stored curve keeps
+    )
+    return ResultRecord(
+        job_id=job.job_id,
+        strategy=job.strategy,
+        strategy_version=job.strategy_version,
+        params=dict(job.params),
+        symbol=job.symbol,
+        granularity=job.granularity,
+        start=job.start,
+        end=job.end,
+        source=job.source,
+        costs=job.costs.to_dict(),
+        capital=job.capital,
+        metrics={k: round_metric(v) for k, v in result.metrics.items()},
+        candles_checksum=candles.checksum,
+        engine_version=ENGINE_VERSION,
+        bars=len(candles),
+        gaps=candles.gaps,
+        created_at=time.time(),
+        extra=artifacts(result, candles) if curves else {},
+    )
+
+
+def warm_up() -> None:
+    """Load (or compile) every numba kernel the built-ins and the engine use, on a small in-memory series.
+
+    Run once per process before real work (and before forking) so no batch pays compilation or cache loading.
+    """
+    n = 400
+    rng = np.random.default_rng(0)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    high = np.maximum(open_, close) * 1.001
+    low = np.minimum(open_, close) * 0.999
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    ts = np.array([int((start + timedelta(minutes=i)).timestamp()) * 10**9 for i in range(n)], dtype=np.int64)
+    candles = Candles("synthetic", "WARM-USD", "1m", ts, open_, high, low, close, np.ones(n))
+    indicators = Indicators(candles)
+    costs = Costs(stop_loss_bps=100.0, take_profit_bps=100.0)
+    for strategy in all_strategies().values():
+        for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:
+            exposure = strategy.exposure(indicators, params)
+            run_backtest(open_, high, low, close, exposure, costs, 1000.0, 525600.0)
+            for points in (0, 100):  # 400 bars: a full curve, and one cut to 100 points in the kernel
+                recorded = run_backtest(
+                    open_, high, low, close, exposure, Costs(), 1000.0, 525600.0, record=True, curve_points=points
+                )
+                artifacts(recorded, candles)  # loads the artifact kernels too

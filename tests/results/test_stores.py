@@ -1,0 +1,305 @@
+"""Every result store against the shared contract, plus what only one store has to prove.
+
+The contract tests (``tests/results/contract.py``) run once per store through the parametrized ``store`` fixture.
+Store-specific tests: SQLite's WAL, single transaction and indexed ranking; Redis' atomic batch across a ``kill -9``,
+one-line errors without the password, key prefix, pending jobs and the farm's ledger; for both, two processes putting
+the same results at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import redis
+
+from backfarm._util.connection import RedisConnection
+from backfarm.config import Settings
+from backfarm.core.results import METRICS, PutReport, ResultRecord
+from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
+from backfarm.farm.ledger import Ledger
+from backfarm.results.factory import open_store
+from backfarm.results.redis_store import RedisStore
+from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.store import ResultStore
+from tests.redis_server import RedisServer, free_port
+from tests.results.contract import *  # noqa: F403 - the contract tests, collected once per store
+from tests.results.contract import make_record, sweep_record
+
+Opener = Callable[[], ResultStore]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens (another handle on) one store: a SQLite file, or a clean database on the test Redis."""
+    if request.param == "sqlite":
+        path = tmp_path / "results.sqlite"
+        return lambda: SQLiteStore(path)
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisStore(url)
+
+
+@pytest.fixture
+def store(store_opener: Opener) -> Iterator[ResultStore]:
+    """The store under contract test."""
+    with store_opener() as opened:
+        yield opened
+
+
+# --- both stores: concurrent writers --------------------------------------------------------------------------------
+
+
+def _put_from_child(opener: Opener, batches: list[list[ResultRecord]], go: object, out: object) -> None:
+    with opener() as store:
+        go.wait()  # type: ignore[attr-defined]
+        reports = [store.put(batch) for batch in batches]
+    out.put([(r.inserted, r.duplicates, r.conflicts) for r in reports])  # type: ignore[attr-defined]
+
+
+def test_concurrent_puts_from_two_processes_keep_one_copy(store_opener: Opener) -> None:
+    records = [make_record(f"job{i:04d}", sharpe=(i % 97) / 10, win_rate=None if i % 5 else 0.5) for i in range(1000)]
+    batches = [records[i : i + 50] for i in range(0, len(records), 50)]
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(target=_put_from_child, args=(store_opener, order, go, out))
+        for order in (batches, [b[::-1] for b in reversed(batches)])
+    ]
+    for child in children:
+        child.start()
+    go.set()
+    results = [out.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    totals = [sum(col) for col in zip(*(row for result in results for row in result), strict=True)]
+    assert totals == [1000, 1000, 0]  # every record inserted exactly once, the other copy a duplicate
+    with store_opener() as store:
+        stored = list(store.iter_results())
+        assert [r.job_id for r in stored] == [r.job_id for r in records]
+        assert stored == records
+        assert [r.job_id for r in store.top("win_rate", 1000)][:200] == [r.job_id for r in records[::5]]
+        assert store.conflicts() == []
+        if isinstance(store, RedisStore):
+            client = store.conn.client
+            assert client.scard(store.keys.done) == 1000
+            assert client.zcard(store.keys.board("sharpe")) == 1000
+            assert client.zcard(store.keys.board("win_rate")) + client.scard(store.keys.nulls("win_rate")) == 1000
+
+
+# --- SQLite ---------------------------------------------------------------------------------------------------------
+
+
+def test_sqlite_uses_wal_and_shares_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with closing(SQLiteStore(path)) as first, closing(SQLiteStore(path)) as second:
+        assert first._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        first.put([make_record("a")])
+        assert second.get("a") == make_record("a")
+        assert second.create_sweep(sweep_record("s1", ("a",)))
+        assert first.sweep("s1") is not None
+
+
+def test_sqlite_put_is_one_transaction(tmp_path: Path) -> None:
+    """2,000 results in one write transaction (its speed is the benchmark's business: ``backfarm bench``)."""
+    records = [make_record(f"{i:06d}", sharpe=i / 1000) for i in range(2000)]
+    with closing(SQLiteStore(tmp_path / "results.sqlite")) as store:
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        assert store.put(records) == PutReport(inserted=2000)
+        store._db.set_trace_callback(None)
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+        assert store.put(records) == PutReport(duplicates=2000)
+
+
+def test_sqlite_top_is_an_indexed_order_by(tmp_path: Path) -> None:
+    with closing(SQLiteStore(tmp_path / "results.sqlite")) as store:
+        for metric in METRICS:
+            for ascending in (None, True, False):
+                plans: list[str] = []
+                store._db.set_trace_callback(plans.append)
+                store.top(metric, 5, ascending=ascending)
+                store._db.set_trace_callback(None)
+                ranked = plans[0]
+                detail = " ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + ranked))
+                assert f"USING INDEX results_m_{metric}" in detail, detail
+                assert "TEMP B-TREE FOR ORDER BY" not in detail  # at most ties are sorted, never the whole table
+
+
+def test_sqlite_unusable_path_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open the result store"):
+        SQLiteStore(tmp_path)  # a directory
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError):
+        SQLiteStore(tmp_path / "junk.sqlite")
+
+
+def test_open_store_picks_sqlite_without_redis(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "nested" / "data")
+    with open_store(settings) as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == settings.store_path
+        assert settings.store_path.exists()
+
+
+def test_open_store_picks_redis_when_configured(redis_url: str, tmp_path: Path) -> None:
+    with open_store(Settings(data_dir=tmp_path, redis_url=redis_url)) as store:
+        assert isinstance(store, RedisStore)
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+# --- Redis ----------------------------------------------------------------------------------------------------------
+
+
+def test_unreachable_redis_is_one_line_without_password() -> None:
+    port = free_port()
+    url = f"redis://:hunter2-secret@127.0.0.1:{port}/0"
+    for attempt in (lambda: RedisStore(url), lambda: open_store(Settings(redis_url=url))):
+        with pytest.raises(ServiceUnavailable) as info:
+            attempt()
+        message = str(info.value)
+        assert message.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0")
+        assert "\n" not in message
+        shown = "".join(traceback.format_exception(info.value)) + repr(info.value)
+        assert "hunter2" not in shown
+
+
+def test_wrong_or_missing_password_is_an_auth_error(redis_server: RedisServer) -> None:
+    good = redis_server.password
+    assert good
+    for url in (redis_server.url.replace(good, "wrong-pw"), f"redis://127.0.0.1:{redis_server.port}/0"):
+        with pytest.raises(AuthError) as info:
+            RedisStore(url)
+        assert "\n" not in str(info.value)
+        assert good not in str(info.value) and "wrong-pw" not in str(info.value)
+    assert good not in repr(RedisStore(redis_server.url))
+
+
+def test_redis_store_survives_a_restart_and_reports_outage(tmp_path: Path) -> None:
+    with RedisServer(appendonly=True, appendfsync="always", directory=tmp_path / "redis") as server:
+        store = RedisStore(server.url)
+        store.put([make_record("a")])
+        server.kill()
+        with pytest.raises(ServiceUnavailable, match="cannot reach Redis"):
+            store.get("a")
+        server.restart()
+        assert store.get("a") == make_record("a")  # same store object, reconnected
+
+
+def _kill_when_busy(server: RedisServer, writer: threading.Thread) -> None:
+    """SIGKILL the server while it runs a long script: found by a PING that gets no answer within 0.1 s."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as probe:
+        probe.settimeout(0.1)
+        while writer.is_alive():
+            probe.sendall(b"PING\r\n")
+            try:
+                probe.recv(64)
+            except TimeoutError:
+                break  # the server is stuck in a command: the put script
+    server.kill()
+
+
+def test_redis_put_is_atomic_across_kill_and_restart(tmp_path: Path) -> None:
+    with RedisServer(appendonly=True, appendfsync="always", directory=tmp_path / "redis") as server:
+        store = RedisStore(server.url)
+        first = [make_record(f"a{i:05d}") for i in range(100)]
+        assert store.put(first).inserted == 100
+        batch = [make_record(f"b{i:05d}", sharpe=i / 7, win_rate=None if i % 2 else 0.25) for i in range(8000)]
+        outcome: dict[str, object] = {}
+
+        def write() -> None:
+            try:
+                outcome["report"] = store.put(batch)
+            except ServiceUnavailable as exc:
+                outcome["error"] = exc
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        _kill_when_busy(server, writer)
+        writer.join(timeout=60)
+        server.restart()
+        client = server.client()
+        landed = len(store.existing(r.job_id for r in batch))
+        assert landed in (0, len(batch)), f"partial batch: {landed} of {len(batch)}"
+        assert store.existing(r.job_id for r in first) == {r.job_id for r in first}
+        expected = 100 + landed
+        assert client.scard(store.keys.done) == expected
+        assert client.zcard(store.keys.board("sharpe")) == expected
+        assert client.zcard(store.keys.board("win_rate")) + client.scard(store.keys.nulls("win_rate")) == expected
+        assert client.scard(store.keys.index("strategy", "momentum")) == expected
+        # The re-delivered batch completes it, and a third delivery changes nothing.
+        assert store.put(batch) == PutReport(inserted=len(batch) - landed, duplicates=landed)
+        assert store.put(batch) == PutReport(duplicates=len(batch))
+        assert client.scard(store.keys.done) == 100 + len(batch)
+        assert client.zcard(store.keys.board("sharpe")) == 100 + len(batch)
+        client.close()
+        store.close()
+
+
+def test_redis_keys_live_under_the_prefix(redis_url: str) -> None:
+    with (
+        closing(RedisStore(redis_url, prefix="bf-test")) as store,
+        closing(RedisStore(redis_url, prefix="other")) as other,
+    ):
+        store.put([make_record("a", sharpe=None)])
+        store.create_sweep(sweep_record("s1", ("a", "b")))
+        store.mark_dead("s1", "b", "boom")
+        Ledger(store.conn, prefix="bf-test").attempt("s1", "b")  # the farm's own keys share the prefix
+        store.put([make_record("a", sharpe=2.0)])  # a conflict
+        keys = list(store.conn.client.scan_iter(match="*"))
+        assert keys and all(k.startswith("bf-test:") for k in keys)
+        assert other.get("a") is None and other.sweeps() == [] and other.conflicts() == []
+    with pytest.raises(ConfigError):
+        RedisStore(redis_url, prefix="has space")
+
+
+def test_redis_pending_and_the_farm_ledger(redis_url: str) -> None:
+    with closing(RedisStore(redis_url)) as store:
+        assert store.conn.ping() >= 0
+        ledger = Ledger(store.conn)
+        store.create_sweep(sweep_record("s1", ("j1", "j2", "j3", "j4")))
+        store.put([make_record("j1"), make_record("other")])
+        assert ledger.attempt("s1", "j2") == 1
+        assert ledger.attempt("s1", "j2") == 2
+        assert ledger.attempt("s1", "j3") == 1
+        assert ledger.attempts("s1") == {"j2": 2, "j3": 1}
+        assert ledger.attempt_many("s1", ["j2", "j5", "j5"]) == [3, 1, 2]  # in order, each counted once per mention
+        assert ledger.attempt_many("s1", []) == []
+        assert ledger.attempts("s1") == {"j2": 3, "j3": 1, "j5": 2}
+        assert ledger.prior("s1", ["j2", "j4"]) == (False, [3, 0])
+        store.mark_dead("s1", "j3", "too many attempts")
+        assert store.existing(["j1", "j2", "other"]) == {"j1", "other"}
+        assert store.pending("s1") == ["j2", "j4"]
+        store.put([make_record("j4")])
+        assert store.pending("s1") == ["j2"]
+        assert store.pending("unknown") == []
+        ledger.cancel("s1", "cancelled for the test")
+        assert ledger.is_cancelled("s1") and ledger.prior("s1", ["j2"]) == (True, [3])
+        assert not ledger.is_cancelled("other")
+
+
+def test_redis_server_helper_names_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="apt-get install redis-server"):
+        RedisServer()
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="6379"):
+        RedisServer(port=6379)
+
+
+def test_redis_client_is_configured(redis_url: str) -> None:
+    with RedisConnection(redis_url, socket_timeout=7.0, health_check_interval=11) as conn:
+        store = RedisStore(conn)
+        kwargs = store.conn.client.connection_pool.connection_kwargs
+        assert kwargs["decode_responses"] is True
+        assert (kwargs["socket_timeout"], kwargs["health_check_interval"]) == (7.0, 11)
+        assert kwargs["socket_connect_timeout"] == 5.0
+        assert isinstance(store.conn.client, redis.Redis)
+        store.close()  # a store given a connection leaves it open for its owner
+        assert store.get("nothing") is None
