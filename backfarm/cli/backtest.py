@@ -84,7 +84,6 @@ def backtest(
         raise ValidationError("--workers sizes the local executor; on the farm, size `backfarm worker --concurrency`")
     if detach and not farm:
         raise ValidationError("--detach needs the farm: set BACKFARM_REDIS_URL or pass --redis URL")
-    # Imported here, as in every command: `backfarm --help` must not load the engine, Celery and the stores.
     from backfarm.execution.local import LocalExecutor
     from backfarm.results.factory import open_store
     from backfarm.sweeps.run import run_sweep
