@@ -154,7 +154,12 @@ class Settings:
 
     @property
     def store_path(self) -> Path:
-        """The embedded (SQLite) result store."""
+        """The embedded result store: a directory of Parquet parts and their index."""
+        return self.data_dir / "results"
+
+    @property
+    def legacy_store_path(self) -> Path:
+        """Where backfarm before 0.2 kept the embedded store (one SQLite file); ``backfarm store migrate`` reads it."""
         return self.data_dir / "results.sqlite"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -93,10 +93,7 @@ def timed_sweep(
 
 def fresh_store(settings: Settings) -> None:
     """Remove the embedded store so the next run computes every job."""
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(f"{settings.store_path}{suffix}")
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    shutil.rmtree(settings.store_path, ignore_errors=True)
 
 
 def window_candles(expansion: Expansion, settings: Settings, symbol: str) -> Candles:

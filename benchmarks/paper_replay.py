@@ -32,7 +32,7 @@ from backfarm.paper.spec import SessionSpec, build_spec
 from backfarm.paper.store.base import SessionStore
 from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.paper.store.sqlite import SQLiteSessionStore
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
 
@@ -66,7 +66,7 @@ def bench(settings: Settings, store: SessionStore, days: int, label: str) -> dic
     start, end = _window(days)
     spec = build_spec(STRATEGIES, SYMBOLS, f"{days}d", feed="replay", source="synthetic", start=start, speed="max")
     store.create(spec)
-    results = SQLiteStore(Path(settings.data_dir) / f"results-{label}.sqlite")
+    results = EmbeddedStore(Path(settings.data_dir) / f"results-{label}")
     t0 = time.perf_counter()
     outcome = run_session(store, spec.session_id, settings, results=results)
     wall = time.perf_counter() - t0

@@ -99,7 +99,7 @@ def root(
 
 
 def _register() -> None:
-    from backfarm.cli import backtest, bench, coinbase, dashboard, data, farm, leaderboard, paper, strategies
+    from backfarm.cli import backtest, bench, coinbase, dashboard, data, farm, leaderboard, paper, store, strategies
 
     backtest.register(app)
     leaderboard.register(app)
@@ -108,6 +108,7 @@ def _register() -> None:
     bench.register(app)
     app.add_typer(data.app, name="data", help="Candle cache: import, fetch, list.")
     app.add_typer(strategies.app, name="strategies", help="List strategies and check them for lookahead.")
+    app.add_typer(store.app, name="store", help="The embedded result store: size, merging its files, migrating.")
     app.add_typer(coinbase.app, name="coinbase", help="Coinbase: key check, live quotes and the local simulator.")
     app.command("sim", help="Run the Coinbase-compatible simulator (same as `backfarm coinbase sim`).")(coinbase.sim)
     app.add_typer(paper.app, name="paper", help="Paper trading: live quotes or replayed candles, simulated fills.")

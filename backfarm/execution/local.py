@@ -10,12 +10,12 @@ The parent is one of the workers: with N workers it forks N - 1 children and tak
 children's messages between its own batches (waiting for them instead would leave a core idle, and every fork copies
 the parent's page tables). A child that has committed everything says so and is left to exit on its own.
 
-Results are committed in transactions of a few hundred rows, or at least every second (most of an insert's cost is
-rewriting the index pages it touches, once per transaction): an interrupt loses at most that much work per process,
-and rerunning the same command computes only what is missing. With the embedded SQLite store every process commits
-its own results through its own connection (WAL mode and a busy timeout let the processes take turns); only counts
-and failures travel back, and the parent marks failed jobs dead and reports progress. Any other store gets the
-children's records back, in the same portions, and the parent commits them.
+Results are committed a few hundred at a time, or at least every second (each commit is one part file and one index
+transaction): an interrupt loses at most that much work per process, and rerunning the same command computes only
+what is missing. With the embedded store every process commits its own results through its own connection (the
+index runs in WAL mode with a busy timeout, so the processes take turns); only counts and failures travel back, and
+the parent marks failed jobs dead and reports progress. Any other store gets the children's records back, in the
+same portions, and the parent commits them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from backfarm.core.jobs import Batch, DataKey, Job
 from backfarm.core.results import ResultRecord
 from backfarm.execution.executor import RunStats, SweepWork
 from backfarm.execution.runner import BatchOutcome, run_batch, warm_up
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.store import ResultStore
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class _Shared:
     batches: Sequence[Batch]
     memo: CandleMemo
     store_path: Path | None
-    """The SQLite store children commit to themselves, or ``None``: results go back to the parent."""
+    """The embedded store children commit to themselves, or ``None``: results go back to the parent."""
 
 
 class ProgressSink(Protocol):
@@ -250,7 +250,7 @@ def _run_pool(
     """``workers`` processes take batches in turn: ``workers - 1`` forked children and this process itself (which
     would otherwise sit idle waiting for them, and one fewer fork is one fewer copy of a large address space)."""
     warm_up()  # children forked after this inherit loaded kernels
-    store_path = store.path if isinstance(store, SQLiteStore) else None
+    store_path = store.root if isinstance(store, EmbeddedStore) else None
     shared = _Shared(batches, memo or CandleMemo(settings), store_path)
     shared.memo.prepare_for_fork()
     context = multiprocessing.get_context("fork")
@@ -332,10 +332,10 @@ def _take(shared: _Shared, counter: Synchronized[int]) -> Iterator[BatchOutcome]
 
 def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> None:
     """A pool process: take batches in order until none is left, committing as :func:`_work_here` does, to the
-    SQLite store itself (the parent hears the counts) or, with any other store, by sending the records."""
+    embedded store itself (the parent hears the counts) or, with any other store, by sending the records."""
     # The parent handles Ctrl-C; children must not die mid-write with a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store = SQLiteStore(shared.store_path) if shared.store_path is not None else None
+    store = EmbeddedStore(shared.store_path) if shared.store_path is not None else None
 
     def commit(results: list[ResultRecord], failed: dict[str, str]) -> None:
         if store is None:

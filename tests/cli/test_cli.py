@@ -187,7 +187,7 @@ def test_global_options_also_work_after_the_command(env: dict[str, str], tmp_pat
     other = tmp_path / "elsewhere"
     code, _, err = invoke(env, "backtest", "--source", "synthetic", "--quick", "--days", "1", "--data-dir", str(other))
     assert code == 0, err
-    assert (other / "results.sqlite").exists()
+    assert (other / "results" / "index.sqlite").exists()
     code, _, err = invoke(env, "backtest", "--redis", "redis://127.0.0.1:1", "--source", "synthetic", "--quick")
     assert code == 3 and err.startswith("error: cannot reach Redis at redis://127.0.0.1:1")  # temporary: exit 3
 
@@ -198,7 +198,7 @@ def test_no_curves_stores_the_same_metrics_without_curves_and_the_dashboard_reco
     from backfarm.config import Settings
     from backfarm.dashboard.recompute import with_curve
     from backfarm.engine.artifacts import decode_equity
-    from backfarm.results.sqlite import SQLiteStore
+    from backfarm.results.embedded import EmbeddedStore
 
     lean = {**env, "BACKFARM_DATA_DIR": str(tmp_path / "lean")}
     args = ("backtest", "--grid", "--strategies", "momentum,breakout", "--days", "2", "--workers", "2",
@@ -207,8 +207,8 @@ def test_no_curves_stores_the_same_metrics_without_curves_and_the_dashboard_reco
     assert code == 0, err
     code, _, err = invoke(lean, *args, "--no-curves")
     assert code == 0, err
-    full = {r.job_id: r for r in SQLiteStore(Path(env["BACKFARM_DATA_DIR"]) / "results.sqlite").iter_results()}
-    bare = {r.job_id: r for r in SQLiteStore(tmp_path / "lean" / "results.sqlite").iter_results()}
+    full = {r.job_id: r for r in EmbeddedStore(Path(env["BACKFARM_DATA_DIR"]) / "results").iter_results()}
+    bare = {r.job_id: r for r in EmbeddedStore(tmp_path / "lean" / "results").iter_results()}
     assert len(full) == len(bare) > 64 and full.keys() == bare.keys()  # > 64: the pool path ran
     assert all(r.extra == {} for r in bare.values())
     assert all(decode_equity(r.extra) is not None for r in full.values())

@@ -63,9 +63,7 @@ def test_coinbase_is_the_default_source_and_cached_candles_give_the_same_metrics
     assert fetched > 0
     metrics = _board(env)
     # Same candles from the cache alone: drop the stored results, keep the candles, run again.
-    (tmp_path / "data" / "results.sqlite").unlink()
-    for extra in ("results.sqlite-wal", "results.sqlite-shm"):
-        (tmp_path / "data" / extra).unlink(missing_ok=True)
+    shutil.rmtree(tmp_path / "data" / "results")
     sim.clear_log()
     cached = runner.invoke(app, args, env=env)
     assert cached.exit_code == 0, cached.stderr
@@ -81,7 +79,7 @@ def test_unreachable_coinbase_says_so_and_suggests_synthetic(tmp_path: Path) -> 
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "unreachable" in err and "--source synthetic" in err
     assert (
-        not (tmp_path / "data" / "results.sqlite").exists()
+        not (tmp_path / "data" / "results").exists()
         or "no sweeps yet" in runner.invoke(app, ["sweeps"], env=env).stdout
     )
     shutil.rmtree(tmp_path / "data", ignore_errors=True)

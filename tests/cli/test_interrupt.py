@@ -14,7 +14,7 @@ from pathlib import Path
 def _stored(path: Path) -> int:
     try:
         with sqlite3.connect(path) as db:
-            return int(db.execute("select count(*) from results").fetchone()[0])
+            return int(db.execute("select count(*) from jobs").fetchone()[0])
     except sqlite3.Error:
         return 0
 
@@ -25,12 +25,12 @@ def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
            "--workers", "2", "--top", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _stored(tmp_path / "results.sqlite") < 50 and time.monotonic() < deadline and proc.poll() is None:
+    while _stored(tmp_path / "results" / "index.sqlite") < 50 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    kept = _stored(tmp_path / "results.sqlite")
+    kept = _stored(tmp_path / "results" / "index.sqlite")
     assert 0 < kept < 1285
     assert f"interrupted: {kept} of 1285 jobs are stored" in err
     assert "Traceback" not in err

@@ -16,7 +16,7 @@ from backfarm.cli import app
 from backfarm.config import Settings
 from backfarm.core.results import Filters, ResultRecord
 from backfarm.dashboard.server import Dashboard, start
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class Results:
     total: int
     paper_id: str
 
-    def store(self) -> SQLiteStore:
-        return SQLiteStore(self.settings.store_path)
+    def store(self) -> EmbeddedStore:
+        return EmbeddedStore(self.settings.store_path)
 
 
 def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -52,7 +52,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
     )  # fmt: skip
     assert code == 0, err
     settings = Settings.from_env(env)
-    with SQLiteStore(settings.store_path) as store:
+    with EmbeddedStore(settings.store_path) as store:
         sweep = store.sweeps()[0]
         best = store.top("sharpe", 1, Filters(sweep=sweep.sweep_id))[0]
         paper = _paper_copy(best)

@@ -20,20 +20,20 @@ from backfarm.dashboard.server import Dashboard, parse_auth
 from backfarm.engine.artifacts import decode_equity, decode_trades
 from backfarm.errors import ValidationError
 from backfarm.execution.runner import run_job
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.redis_store import RedisStore
-from backfarm.results.sqlite import SQLiteStore
 from backfarm.results.store import ResultStore
 from tests.dashboard.conftest import Results, invoke, run_paper_session, serving
 
 
 @pytest.fixture(scope="module")
-def sqlite_store(results: Results) -> Iterator[SQLiteStore]:
+def sqlite_store(results: Results) -> Iterator[EmbeddedStore]:
     with results.store() as store:
         yield store
 
 
 @pytest.fixture(scope="module")
-def url(sqlite_store: SQLiteStore, results: Results) -> Iterator[str]:
+def url(sqlite_store: EmbeddedStore, results: Results) -> Iterator[str]:
     board = Dashboard(sqlite_store, "test store", known_strategies=("breakout",), settings=results.settings)
     with serving(board) as base:
         yield base
@@ -48,7 +48,7 @@ def ids(response: requests.Response) -> list[str]:
     return [row["job_id"] for row in response.json()["rows"]]
 
 
-def test_leaderboard_ranks_like_the_store(url: str, sqlite_store: SQLiteStore, results: Results) -> None:
+def test_leaderboard_ranks_like_the_store(url: str, sqlite_store: EmbeddedStore, results: Results) -> None:
     assert ids(get(url, "/api/leaderboard")) == [r.job_id for r in sqlite_store.top("sharpe", 100)]
     sweep = Filters(sweep=results.sweep_id)
     by_return = get(url, f"/api/leaderboard?metric=total_return&order=asc&limit=7&sweep={results.sweep_id[:6]}")
@@ -88,7 +88,7 @@ def test_bad_parameters_are_400_with_one_line(url: str, query: str, message: str
     assert response.json()["error"].startswith(message)
 
 
-def test_sweeps_strategies_and_paper(url: str, sqlite_store: SQLiteStore, results: Results) -> None:
+def test_sweeps_strategies_and_paper(url: str, sqlite_store: EmbeddedStore, results: Results) -> None:
     body = get(url, "/api/sweeps").json()
     (sweep,) = body["sweeps"]
     assert sweep["sweep_id"] == results.sweep_id
@@ -104,7 +104,7 @@ def test_sweeps_strategies_and_paper(url: str, sqlite_store: SQLiteStore, result
     assert [r["job_id"] for r in paper] == [results.paper_id]
 
 
-def test_result_detail_and_curves(url: str, sqlite_store: SQLiteStore) -> None:
+def test_result_detail_and_curves(url: str, sqlite_store: EmbeddedStore) -> None:
     first, second = sqlite_store.top("sharpe", 2)
     detail = get(url, f"/api/result/{first.job_id}").json()
     assert detail["job_id"] == first.job_id and detail["curve_note"] is None
@@ -133,7 +133,7 @@ def test_page_static_files_headers_and_read_only(url: str) -> None:
     assert requests.delete(url + "api/result/x", timeout=10).status_code == 405
 
 
-def test_basic_auth(sqlite_store: SQLiteStore) -> None:
+def test_basic_auth(sqlite_store: EmbeddedStore) -> None:
     with serving(Dashboard(sqlite_store, auth=("ann", "s3cret:x"))) as base:
         anonymous = get(base, "/api/meta")
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
@@ -164,7 +164,7 @@ def _copy(source: ResultStore, target: ResultStore) -> None:
     target.put(list(source.iter_results()))
 
 
-def test_the_same_page_over_redis(redis_url: str, sqlite_store: SQLiteStore, results: Results) -> None:
+def test_the_same_page_over_redis(redis_url: str, sqlite_store: EmbeddedStore, results: Results) -> None:
     with RedisStore(redis_url) as redis_store:
         _copy(sqlite_store, redis_store)
         with serving(Dashboard(redis_store, "redis")) as base:
@@ -178,7 +178,7 @@ def test_the_same_page_over_redis(redis_url: str, sqlite_store: SQLiteStore, res
             assert sum(r["results"] for r in table) == results.total + 1  # plus the paper result
 
 
-def get_sqlite(store: SQLiteStore, path: str) -> requests.Response:
+def get_sqlite(store: EmbeddedStore, path: str) -> requests.Response:
     with serving(Dashboard(store)) as base:
         return get(base, path)
 
@@ -195,8 +195,8 @@ def test_a_result_stored_without_a_curve_gets_one_recomputed(results: Results) -
     candles, indicators = CandleMemo(results.settings).get(job.data_key)
     fresh = run_job(job, candles, indicators)
     legacy = dataclasses.replace(fresh, extra={})
-    path = results.settings.data_dir.parent / "legacy.sqlite"
-    with SQLiteStore(path) as store:
+    path = results.settings.data_dir.parent / "legacy"
+    with EmbeddedStore(path) as store:
         store.put([legacy])
         with serving(Dashboard(store, settings=results.settings)) as base:
             detail = get(base, f"/api/result/{legacy.job_id}").json()
@@ -212,7 +212,7 @@ def test_paper_sessions_accounts_and_curves(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     settings.data_dir.mkdir()
     sessions = PaperSessions(settings)
-    with SQLiteStore(settings.store_path) as store:
+    with EmbeddedStore(settings.store_path) as store:
         with serving(Dashboard(store, sessions=sessions)) as base:
             assert get(base, "/api/paper").json() == {"rows": [], "sessions": []}  # no session store yet
         assert not (settings.data_dir / "paper.sqlite").exists()  # and the dashboard did not create one

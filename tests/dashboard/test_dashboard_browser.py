@@ -17,7 +17,7 @@ import pytest
 
 from backfarm.core.results import Filters, SweepRecord
 from backfarm.engine.artifacts import MAX_TRADES
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from tests.dashboard.cdp import Browser
 from tests.dashboard.conftest import Results, invoke, run_paper_session
 
@@ -53,7 +53,7 @@ def copy(results: Results, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory with a copy of the results (this module adds to it; the session's store stays as it is)."""
     data_dir = tmp_path_factory.mktemp("live") / "data"
     data_dir.mkdir()
-    with results.store() as source, SQLiteStore(data_dir / "results.sqlite") as target:
+    with results.store() as source, EmbeddedStore(data_dir / "results") as target:
         for info in source.sweeps():
             manifest = tuple(source.manifest(info.sweep_id))
             target.create_sweep(SweepRecord(info.sweep_id, info.created_at, info.spec, manifest, info.source))
@@ -88,7 +88,7 @@ def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results:
     time.sleep(1.0)  # room for a second fetch to show up
     fetched = "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/result/')).length"
     assert browser.evaluate(fetched) == 1
-    with SQLiteStore(copy / "results.sqlite") as store:
+    with EmbeddedStore(copy / "results") as store:
         assert browser.evaluate(ROW_IDS) == [r.job_id for r in store.top("sharpe", 25)]
         best_return = store.top("total_return", 1)[0].job_id
         worst_return = store.top("total_return", 1, ascending=True)[0].job_id
@@ -133,7 +133,7 @@ def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results:
     assert paper["painted"] > 1000, paper
 
     # It updates without a reload: a paper result that lands in the store shows up by itself.
-    with SQLiteStore(copy / "results.sqlite") as store:
+    with EmbeddedStore(copy / "results") as store:
         papers = len(list(store.iter_results(Filters(kind="paper"))))
         fresh = dataclasses.replace(third, job_id="paper-live-1", kind="paper", extra={"session": "sess-live"})
         store.put([fresh])

@@ -15,7 +15,7 @@ from backfarm.core.results import Filters
 from backfarm.dashboard import data
 from backfarm.dashboard.plot import encode_png, nice_ticks, plot_png, time_ticks
 from backfarm.dashboard.report import render, report_data
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from tests.dashboard.conftest import Results, invoke
 
 URL_ATTR = re.compile(r"""\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -143,7 +143,7 @@ def test_plot_errors(results: Results, tmp_path: Path) -> None:
         paper = store.get(results.paper_id)
     env = {**results.env, "BACKFARM_DATA_DIR": str(tmp_path / "other")}
     (tmp_path / "other").mkdir()
-    with SQLiteStore(tmp_path / "other" / "results.sqlite") as other:
+    with EmbeddedStore(tmp_path / "other" / "results") as other:
         other.put([dataclasses.replace(paper, extra={})])
     code, _, err = invoke(env, "plot", results.paper_id, "--out", str(tmp_path / "x.png"))
     assert code == 2 and err.strip().endswith(

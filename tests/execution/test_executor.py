@@ -17,7 +17,7 @@ from backfarm.core.results import SweepRecord
 from backfarm.errors import ConfigError
 from backfarm.execution import local
 from backfarm.execution.local import plan_batches, run_local
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.strategies import registry
 from backfarm.strategies.base import Param, Strategy
 from backfarm.strategies.indicators import Indicators
@@ -44,12 +44,12 @@ def fragile() -> None:
         registry.register(Fragile)
 
 
-def sweep(tmp_path: Path) -> tuple[Settings, list[Job], SQLiteStore, str]:
+def sweep(tmp_path: Path) -> tuple[Settings, list[Job], EmbeddedStore, str]:
     settings = Settings(data_dir=tmp_path / "data")
     spec = SweepSpec(strategies=("fragile_bench", "momentum"), symbols=("BTC-USD", "ETH-USD"), grid=True,
                      days=2, source="synthetic")  # fmt: skip
     expansion = expand(spec)
-    store = SQLiteStore(tmp_path / "results.sqlite")
+    store = EmbeddedStore(tmp_path / "results")
     store.create_sweep(SweepRecord(expansion.sweep_id, time.time(), {}, tuple(j.job_id for j in expansion.jobs), ""))
     return settings, list(expansion.jobs), store, expansion.sweep_id
 
@@ -75,11 +75,11 @@ def test_pool_stores_every_job_once_and_marks_failures_dead(
 
 def test_pool_results_equal_the_inline_run(tmp_path: Path) -> None:
     settings, jobs, store, _ = sweep(tmp_path)
-    inline = SQLiteStore(tmp_path / "inline.sqlite")
+    inline = EmbeddedStore(tmp_path / "inline")
     run_local(plan_batches(jobs, 1), inline, settings, None, 1)
     run_local(plan_batches(jobs, 2), store, settings, None, 2)
 
-    def stored(s: SQLiteStore) -> dict[str, tuple[dict[str, object], dict[str, object]]]:
+    def stored(s: EmbeddedStore) -> dict[str, tuple[dict[str, object], dict[str, object]]]:
         return {r.job_id: (r.metrics, r.extra) for r in s.iter_results()}
 
     assert stored(store) == stored(inline)
@@ -98,7 +98,7 @@ def test_a_configuration_error_in_a_child_is_raised_in_the_parent(tmp_path: Path
 def test_other_stores_get_the_records_back(tmp_path: Path) -> None:
     """A store that is not the embedded SQLite store: children send their records back and the parent puts them."""
     settings, jobs, _, _ = sweep(tmp_path)
-    store = SQLiteStore(tmp_path / "other.sqlite")
+    store = EmbeddedStore(tmp_path / "other")
     puts: list[int] = []
     original = store.put
 
@@ -148,7 +148,7 @@ def test_a_pool_process_that_dies_is_reported_and_nothing_hangs(tmp_path: Path) 
     spec = SweepSpec(strategies=("doomed_bench",), symbols=("BTC-USD", "ETH-USD"), grid=True, days=2,
                      source="synthetic")  # fmt: skip
     jobs = list(expand(spec).jobs)
-    store = SQLiteStore(tmp_path / "results.sqlite")
+    store = EmbeddedStore(tmp_path / "results")
     with pytest.raises(RuntimeError, match=r"an executor process died \(exit code 7\)"):
         run_local(plan_batches(jobs, 2), store, settings, None, 2)
 
@@ -203,7 +203,7 @@ def test_a_ctrl_c_inside_compiled_code_interrupts_the_run_instead_of_failing_a_j
     settings = Settings(data_dir=tmp_path / "data")
     spec = SweepSpec(strategies=("interrupted_bench",), symbols=("BTC-USD",), grid=True, days=2, source="synthetic")
     jobs = list(expand(spec).jobs)
-    store = SQLiteStore(tmp_path / "results.sqlite")
+    store = EmbeddedStore(tmp_path / "results")
     stats = run_local(plan_batches(jobs, 1), store, settings, "s", 1)
     assert stats.interrupted
     assert stats.failed == 0 and not store.dead("s")

@@ -16,8 +16,8 @@ from backfarm.farm.tasks.paper import enqueue_session
 from backfarm.paper.session import run_session
 from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.redis_store import RedisStore
-from backfarm.results.sqlite import SQLiteStore
 from tests.paper.conftest import FAST_PARAMS, replay_spec
 from tests.workers import Farm, wait_for
 
@@ -36,7 +36,7 @@ def test_sigkilled_worker_resumes_elsewhere_with_each_fill_once(
     reference_spec = replay_spec(STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", params=FAST_PARAMS)
     local = SQLiteSessionStore(tmp_path / "reference.sqlite")
     local.create(reference_spec)
-    expected = run_session(local, reference_spec.session_id, settings, results=SQLiteStore(tmp_path / "r.sqlite"))
+    expected = run_session(local, reference_spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"))
     expected_fills = [(f.fill_id, f.side, f.qty, f.price) for f in local.fills(reference_spec.session_id)]
     assert len(expected_fills) > 20
 

@@ -22,7 +22,7 @@ from backfarm.paper.report import build_report
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
 from backfarm.paper.store.sqlite import SQLiteSessionStore
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.simulator import Faults, SimConfig, Simulator
 from tests.paper.conftest import FAST_PARAMS, DyingStore
 from tests.workers import wait_for
@@ -65,7 +65,7 @@ def test_live_session_on_the_simulator_runs_its_duration_and_lands_on_the_leader
     assert spec.warmup is None and spec.warmup_bars() == 11  # warmed up from candles: acts on the first bar
     store = SQLiteSessionStore(tmp_path / "paper.sqlite")
     store.create(spec)
-    results = SQLiteStore(tmp_path / "results.sqlite")
+    results = EmbeddedStore(tmp_path / "results")
     started = time.monotonic()
     outcome = run_session(store, spec.session_id, settings, results=results)
     wall = time.monotonic() - started
@@ -111,7 +111,7 @@ def test_a_dropped_feed_reconnects_without_duplicated_bars(tmp_path: Path) -> No
         spec = build_spec(["momentum"], ["BTC-USD", "ETH-USD"], 240, params={"momentum": FAST_PARAMS["momentum"]})
         store = SQLiteSessionStore(tmp_path / "paper.sqlite")
         store.create(spec)
-        outcome = run_session(store, spec.session_id, settings, results=SQLiteStore(tmp_path / "r.sqlite"))
+        outcome = run_session(store, spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"))
         assert simulator.ws_connections >= 2
     assert outcome.status == "finished"
     cursor = store.checkpoint(spec.session_id).cursor
@@ -129,7 +129,7 @@ def test_a_live_session_resumes_from_its_checkpoint_and_ends_on_time(sim: Simula
     spec = build_spec(["momentum"], ["BTC-USD"], 480, params={"momentum": FAST_PARAMS["momentum"]})
     store = DyingStore(tmp_path / "paper.sqlite", die_at=4, error=_Killed)
     store.create(spec)
-    results = SQLiteStore(tmp_path / "r.sqlite")
+    results = EmbeddedStore(tmp_path / "r")
     with pytest.raises(_Killed):
         run_session(store, spec.session_id, settings, results=results)
     before = store.checkpoint(spec.session_id).cursor
@@ -162,7 +162,7 @@ def test_stopping_a_live_session_ends_it_at_the_current_bar(sim: Simulator, tmp_
 
     stopper = threading.Thread(target=stop_after_two_bars)
     stopper.start()
-    outcome = run_session(store, spec.session_id, settings, results=SQLiteStore(tmp_path / "r.sqlite"))
+    outcome = run_session(store, spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"))
     stopper.join()
     assert outcome.status == "stopped" and 2 <= outcome.bars < 20
     info = store.get(spec.session_id)

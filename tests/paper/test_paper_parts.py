@@ -23,7 +23,7 @@ from backfarm.paper.broker import Broker, Tick
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
 from backfarm.paper.store.sqlite import SQLiteSessionStore
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 
 MIN = 60 * NS
 
@@ -217,7 +217,7 @@ def test_live_session_does_not_trade_on_crossed_or_stale_quotes(
     store.create(spec)
     caplog.set_level(logging.WARNING, logger="backfarm.paper")
     outcome = run_session(
-        store, spec.session_id, settings, results=SQLiteStore(tmp_path / "r.sqlite"),
+        store, spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"),
         quotes=lambda *_: ScriptedQuotes(script), rules=lambda *_: {},
     )  # fmt: skip
     fills = store.fills(spec.session_id)

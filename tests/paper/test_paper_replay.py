@@ -16,7 +16,7 @@ from backfarm.config import Settings
 from backfarm.core.costs import Costs
 from backfarm.paper.session import run_session
 from backfarm.paper.store.sqlite import SQLiteSessionStore
-from backfarm.results.sqlite import SQLiteStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.strategies.registry import strategy_names
 from tests.paper.conftest import DyingStore, reference_backtests, replay_spec
 
@@ -27,7 +27,7 @@ WINDOW = ("1d", "2024-02-05T00:00:00Z")
 def _replay(spec, settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-def]
     store = SQLiteSessionStore(tmp_path / f"{spec.session_id}.sqlite")
     store.create(spec)
-    outcome = run_session(store, spec.session_id, settings, results=SQLiteStore(tmp_path / "results.sqlite"))
+    outcome = run_session(store, spec.session_id, settings, results=EmbeddedStore(tmp_path / "results"))
     return store, outcome
 
 
@@ -92,7 +92,7 @@ def test_resume_from_checkpoint_records_each_fill_once(settings: Settings, tmp_p
     spec2 = replay_spec(["momentum", "breakout"], ["BTC-USD"], "8h", "2024-02-07T00:00:00Z", warmup="auto", lease_s=0.2)
     dying = DyingStore(tmp_path / "dying.sqlite", die_at=200, error=_Crash)
     dying.create(spec2)
-    results = SQLiteStore(tmp_path / "results.sqlite")
+    results = EmbeddedStore(tmp_path / "results")
     with pytest.raises(_Crash):
         run_session(dying, spec2.session_id, settings, results=results)
     assert dying.get(spec2.session_id).status == "running"  # as a SIGKILLed worker leaves it

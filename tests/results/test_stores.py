@@ -21,12 +21,15 @@ import redis
 
 from backfarm._util.connection import RedisConnection
 from backfarm.config import Settings
-from backfarm.core.results import METRICS, PutReport, ResultRecord
+from backfarm.core.results import METRICS, Filters, PutReport, ResultRecord
 from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
 from backfarm.farm.ledger import Ledger
+from backfarm.results import columns
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.factory import open_store
+from backfarm.results.legacy import LegacyStore
+from backfarm.results.parts import write_part
 from backfarm.results.redis_store import RedisStore
-from backfarm.results.sqlite import SQLiteStore
 from backfarm.results.store import ResultStore
 from tests.redis_server import RedisServer, free_port
 from tests.results.contract import *  # noqa: F403 - the contract tests, collected once per store
@@ -35,12 +38,14 @@ from tests.results.contract import make_record, sweep_record
 Opener = Callable[[], ResultStore]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["embedded", "redis", "legacy"])
 def store_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens (another handle on) one store: a SQLite file, or a clean database on the test Redis."""
-    if request.param == "sqlite":
-        path = tmp_path / "results.sqlite"
-        return lambda: SQLiteStore(path)
+    """Opens (another handle on) one store: the embedded directory, a clean database on the test Redis, or the old
+    single SQLite file (still read by migrations)."""
+    if request.param == "embedded":
+        return lambda: EmbeddedStore(tmp_path / "results")
+    if request.param == "legacy":
+        return lambda: LegacyStore(tmp_path / "results.sqlite")
     url = request.getfixturevalue("redis_url")
     return lambda: RedisStore(url)
 
@@ -93,12 +98,12 @@ def test_concurrent_puts_from_two_processes_keep_one_copy(store_opener: Opener) 
             assert client.zcard(store.keys.board("win_rate")) + client.scard(store.keys.nulls("win_rate")) == 1000
 
 
-# --- SQLite ---------------------------------------------------------------------------------------------------------
+# --- the old single-file store ---------------------------------------------------------------------------------------
 
 
 def test_sqlite_uses_wal_and_shares_the_file(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite"
-    with closing(SQLiteStore(path)) as first, closing(SQLiteStore(path)) as second:
+    with closing(LegacyStore(path)) as first, closing(LegacyStore(path)) as second:
         assert first._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         first.put([make_record("a")])
         assert second.get("a") == make_record("a")
@@ -109,7 +114,7 @@ def test_sqlite_uses_wal_and_shares_the_file(tmp_path: Path) -> None:
 def test_sqlite_put_is_one_transaction(tmp_path: Path) -> None:
     """2,000 results in one write transaction (its speed is the benchmark's business: ``backfarm bench``)."""
     records = [make_record(f"{i:06d}", sharpe=i / 1000) for i in range(2000)]
-    with closing(SQLiteStore(tmp_path / "results.sqlite")) as store:
+    with closing(LegacyStore(tmp_path / "results.sqlite")) as store:
         statements: list[str] = []
         store._db.set_trace_callback(statements.append)
         assert store.put(records) == PutReport(inserted=2000)
@@ -119,7 +124,7 @@ def test_sqlite_put_is_one_transaction(tmp_path: Path) -> None:
 
 
 def test_sqlite_top_is_an_indexed_order_by(tmp_path: Path) -> None:
-    with closing(SQLiteStore(tmp_path / "results.sqlite")) as store:
+    with closing(LegacyStore(tmp_path / "results.sqlite")) as store:
         for metric in METRICS:
             for ascending in (None, True, False):
                 plans: list[str] = []
@@ -134,24 +139,127 @@ def test_sqlite_top_is_an_indexed_order_by(tmp_path: Path) -> None:
 
 def test_sqlite_unusable_path_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open the result store"):
-        SQLiteStore(tmp_path)  # a directory
+        LegacyStore(tmp_path)  # a directory
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(ConfigError):
-        SQLiteStore(tmp_path / "junk.sqlite")
+        LegacyStore(tmp_path / "junk.sqlite")
 
 
-def test_open_store_picks_sqlite_without_redis(tmp_path: Path) -> None:
+def test_open_store_picks_the_embedded_store_without_redis(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "nested" / "data")
     with open_store(settings) as store:
-        assert isinstance(store, SQLiteStore)
-        assert store.path == settings.store_path
-        assert settings.store_path.exists()
+        assert isinstance(store, EmbeddedStore)
+        assert store.root == settings.store_path
+        assert (settings.store_path / "index.sqlite").exists()
+
+
+def test_an_old_single_file_store_asks_for_a_migration(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with LegacyStore(settings.legacy_store_path) as old:
+        old.put([make_record("a")])
+    with pytest.raises(ConfigError, match=r"results.sqlite\); convert them once with `backfarm store migrate`"):
+        open_store(settings)
+    assert settings.legacy_store_path.exists() and not settings.store_path.exists()  # nothing touched
 
 
 def test_open_store_picks_redis_when_configured(redis_url: str, tmp_path: Path) -> None:
     with open_store(Settings(data_dir=tmp_path, redis_url=redis_url)) as store:
         assert isinstance(store, RedisStore)
     assert not (tmp_path / "results.sqlite").exists()
+
+
+# --- embedded -----------------------------------------------------------------------------------------------------
+
+
+def _parts(store: EmbeddedStore) -> list[Path]:
+    return sorted(store.parts.dir.glob("*.parquet"))
+
+
+def test_embedded_put_is_one_part_and_one_transaction(tmp_path: Path) -> None:
+    """2,000 results in one write transaction and one part file; a second put of them writes nothing."""
+    records = [make_record(f"{i:06d}", sharpe=i / 1000) for i in range(2000)]
+    with closing(EmbeddedStore(tmp_path / "results")) as store:
+        statements: list[str] = []
+        store.parts.db.set_trace_callback(statements.append)
+        assert store.put(records) == PutReport(inserted=2000)
+        store.parts.db.set_trace_callback(None)
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+        assert len(_parts(store)) == 1
+        assert store.put(records) == PutReport(duplicates=2000)
+        assert len(_parts(store)) == 1
+        half = [make_record(f"{i:06d}", sharpe=i / 1000) for i in range(1000, 3000)]
+        assert store.put(half) == PutReport(inserted=1000, duplicates=1000)
+        assert len(_parts(store)) == 2 and store.existing(r.job_id for r in half) == {r.job_id for r in half}
+
+
+def test_embedded_readers_see_whole_commits_while_another_process_writes(tmp_path: Path) -> None:
+    """A reader in this process counts results while a child process commits 40 batches of 50: every count it sees
+    is a whole number of batches, and the top result is always one that is stored."""
+    root = tmp_path / "results"
+    EmbeddedStore(root).close()
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+
+    def writer() -> None:
+        with EmbeddedStore(root) as store:
+            go.wait()
+            for b in range(40):
+                store.put([make_record(f"b{b:02d}-{i:02d}", sharpe=b + i / 100) for i in range(50)])
+
+    child = ctx.Process(target=writer)
+    child.start()
+    seen: list[int] = []
+    with EmbeddedStore(root) as reader:
+        go.set()
+        while child.is_alive() or not seen or seen[-1] < 2000:
+            count = sum(1 for _ in reader.scan(["job_id"]).column("job_id"))
+            assert count % 50 == 0, count
+            best = reader.top("sharpe", 1)
+            assert (not best and count == 0) or (best and reader.get(best[0].job_id) == best[0])
+            seen.append(count)
+            if count == 2000:
+                break
+    child.join(timeout=60)
+    assert child.exitcode == 0 and seen[-1] == 2000
+
+
+def test_embedded_an_uncommitted_part_file_is_invisible(tmp_path: Path) -> None:
+    """A writer that died between writing its file and committing leaves a file no index row names: no reader sees
+    it, and the next part to get its number replaces it."""
+    with closing(EmbeddedStore(tmp_path / "results")) as store:
+        store.put([make_record("a")])
+        orphan = store.parts.path(2)
+        write_part(orphan, columns.table([make_record("ghost", sharpe=99.0)]))
+        assert store.get("ghost") is None and store.existing(["ghost"]) == set()
+        assert [r.job_id for r in store.top("sharpe", 10)] == ["a"]
+        store.put([make_record("b")])  # gets part 2: the orphan is overwritten
+        assert [r.job_id for r in store.top("sharpe", 10)] == ["a", "b"] and store.get("ghost") is None
+
+
+def test_embedded_records_read_back_from_the_right_row_groups(tmp_path: Path) -> None:
+    """Parts larger than a row group: a record is read from its group, and sweep filters pick exact rows."""
+    records = [make_record(f"{i:05d}", sharpe=(i * 37 % 1000) / 10, strategy=("a", "b")[i % 2]) for i in range(3000)]
+    with closing(EmbeddedStore(tmp_path / "results")) as store:
+        store.put(records)
+        for i in (0, 1023, 1024, 2047, 2048, 2999):
+            assert store.get(f"{i:05d}") == records[i]
+        store.create_sweep(sweep_record("s", tuple(f"{i:05d}" for i in range(1000, 3000, 7))))
+        picked = [r for i, r in enumerate(records) if 1000 <= i and (i - 1000) % 7 == 0]
+        best = sorted(picked, key=lambda r: (-(r.metrics["sharpe"] or 0.0), r.job_id))[:5]
+        assert store.top("sharpe", 5, Filters(sweep="s")) == best
+        assert [r.job_id for r in store.iter_results(Filters(sweep="s", strategy="a"))] == sorted(
+            r.job_id for r in picked if r.strategy == "a"
+        )
+
+
+def test_embedded_unusable_path_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot open the result store"):
+        EmbeddedStore(tmp_path / "file")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "index.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError):
+        EmbeddedStore(tmp_path / "junk")
 
 
 # --- Redis ----------------------------------------------------------------------------------------------------------

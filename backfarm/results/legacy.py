@@ -1,4 +1,8 @@
-"""The embedded result store: one SQLite file in the data directory, used when no Redis is configured.
+"""The first embedded result store (``results.sqlite``, one row per result): read by ``backfarm store migrate``.
+
+Stores of this format are no longer written; :mod:`backfarm.results.embedded` replaced it (a row per result with 22
+indexes made every insert slower as the file grew). It keeps the full store contract, so a migration reads it as
+any store is read.
 
 Layout: ``results`` holds one row per job (the record JSON, its ``result_hash``, one indexed column per filter field
 and one per metric, so a top-N is an indexed ``ORDER BY ... LIMIT``); ``sweeps`` + ``manifest`` hold submitted sweeps
@@ -13,8 +17,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ from backfarm.core.results import (
 )
 from backfarm.errors import ConfigError, ValidationError
 from backfarm.results import ranking
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.store import ResultStore
 
 SCHEMA_VERSION = 1
@@ -89,7 +95,7 @@ def _schema() -> list[str]:
     return statements
 
 
-class SQLiteStore(ResultStore):
+class LegacyStore(ResultStore):
     """:class:`ResultStore` in one SQLite file; one connection per instance, safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
@@ -344,3 +350,75 @@ def _where(filters: Filters | None) -> tuple[str, str, list[Any]]:
             terms.append(f"r.{col} = ?")
             params.append(value)
     return source, " AND ".join(terms), params
+
+
+# --- migration ----------------------------------------------------------------------------------------------------
+
+MIGRATE_BATCH = 5000
+"""Results per put while migrating (one part each; the store merges them as it goes)."""
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What a migration copied (and where the old file went)."""
+
+    results: int
+    sweeps: int
+    dead: int
+    conflicts: int
+    kept_as: Path
+
+
+def migrate(old: Path, new: EmbeddedStore, on_progress: Callable[[int, int], None] | None = None) -> MigrationReport:
+    """Copy everything of the single-file store at ``old`` into ``new`` — results, sweeps with their manifests, dead
+    jobs with their reasons and times, conflicts — then rename ``old`` to ``{name}.migrated`` (kept, never deleted).
+
+    Safe to interrupt and run again: results already copied are duplicates, sweeps already recorded are skipped, and
+    the old file is renamed only once everything is in the new store. ``on_progress(results copied, results in all)``.
+    """
+    source = LegacyStore(old)
+    try:
+        total = source._query("SELECT COUNT(*) FROM results")[0][0]
+        copied = 0
+        batch: list[ResultRecord] = []
+        for record in source.iter_results():
+            batch.append(record)
+            if len(batch) == MIGRATE_BATCH:
+                copied += _copy(new, batch, on_progress, copied, total)
+                batch = []
+        copied += _copy(new, batch, on_progress, copied, total)
+        sweeps = source._query("SELECT sweep_id, created_at, spec, source FROM sweeps ORDER BY created_at, sweep_id")
+        for sweep_id, created_at, spec, src in sweeps:
+            job_ids = tuple(
+                row[0] for row in source._query("SELECT job_id FROM manifest WHERE sweep_id = ?", (sweep_id,))
+            )
+            new.create_sweep(SweepRecord(sweep_id, created_at, json.loads(spec), job_ids, src))
+        dead = source._query("SELECT sweep_id, job_id, reason, at FROM dead")
+        conflicts = source._query("SELECT job_id, stored_hash, new_hash, at FROM conflicts ORDER BY id")
+        with new.parts.transaction() as db:
+            db.executemany(
+                "INSERT INTO dead (sweep_id, job_id, reason, at) VALUES (?,?,?,?) "
+                "ON CONFLICT (sweep_id, job_id) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+                dead,
+            )
+            db.executemany(_CONFLICT, conflicts)
+    finally:
+        source.close()  # checkpoints the write-ahead log into the file, so the file alone is the whole store
+    kept = old.with_name(old.name + ".migrated")
+    old.replace(kept)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{old}{suffix}").unlink(missing_ok=True)
+    return MigrationReport(copied, len(sweeps), len(dead), len(conflicts), kept)
+
+
+def _copy(
+    new: EmbeddedStore,
+    batch: list[ResultRecord],
+    on_progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> int:
+    new.put(batch)
+    if on_progress is not None:
+        on_progress(done + len(batch), total)
+    return len(batch)

@@ -1,0 +1,78 @@
+"""``backfarm store info|compact|migrate``: look after the embedded result store (Parquet parts and their index)."""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from backfarm.cli import state
+
+# Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("info")
+def info() -> None:
+    """How many results the embedded store holds, in how many part files, and how many bytes each result takes."""
+    from backfarm.results.embedded import EmbeddedStore
+
+    settings = state.settings()
+    with EmbeddedStore(settings.store_path) as store:
+        parts, rows, size = store.parts.totals()
+        results, sweeps = store.count()
+    per = f"{size / rows:,.0f} bytes per result" if rows else "no results yet"
+    state.console.print(
+        f"{settings.store_path}: {results:,} results in {parts:,} part files ({size / 2**20:,.1f} MiB, {per}), "
+        f"{sweeps:,} sweeps"
+    )
+
+
+@app.command("compact")
+def compact() -> None:
+    """Merge the store's small part files into larger ones, so queries read fewer files (a put does the smallest
+    merges itself; this does them all). Safe while others read or write."""
+    from backfarm.results import compaction
+    from backfarm.results.embedded import EmbeddedStore
+
+    with EmbeddedStore(state.settings().store_path) as store:
+        before = store.parts.totals()[0]
+        report = compaction.compact(store.parts)
+        after = store.parts.totals()[0]
+    state.console.print(
+        f"merged {report.parts_merged:,} parts ({report.rows:,} results) in {report.merges:,} merges: "
+        f"{before:,} part files → {after:,}; {report.files_deleted:,} replaced files deleted"
+    )
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Convert the single-file store of backfarm before 0.2 (results.sqlite) into the current one: every result,
+    sweep, dead job and conflict. Safe to interrupt and run again; the old file is kept as *.migrated."""
+    from backfarm.results import compaction
+    from backfarm.results.embedded import EmbeddedStore
+    from backfarm.results.legacy import migrate as run
+
+    settings = state.settings()
+    old = settings.legacy_store_path
+    if not old.exists():
+        state.console.print(f"nothing to migrate: {old} does not exist")
+        return
+    progress = Progress(
+        TextColumn("[bold]migrating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=state.err_console,
+        transient=True,
+    )
+    with EmbeddedStore(settings.store_path) as store, progress:
+        task = progress.add_task("results", total=None)
+        report = run(old, store, lambda done, total: progress.update(task, completed=done, total=total))
+        compaction.compact(store.parts)
+    state.console.print(
+        f"migrated {report.results:,} results, {report.sweeps:,} sweeps, {report.dead:,} dead jobs and "
+        f"{report.conflicts:,} conflicts into {settings.store_path}; the old file is kept as {report.kept_as.name}"
+    )
