@@ -87,15 +87,7 @@ class ResultRecord:
     @property
     def result_hash(self) -> str:
         """Hash of the rounded metrics and the data fingerprint: equal for reproducible reruns."""
-        text = _hash_text(self.metrics, self.candles_checksum, self.engine_version)
-        if text is None:
-            payload = {
-                "metrics": {k: round_metric(self.metrics.get(k)) for k in METRICS},
-                "candles": self.candles_checksum,
-                "engine": self.engine_version,
-            }
-            text = canonical_json(payload)
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return result_hash(self.metrics, self.candles_checksum, self.engine_version)
 
     def field_value(self, name: str) -> Any:
         """A filterable field (see ``FILTER_FIELDS``) or a metric by name."""
@@ -121,6 +113,21 @@ class ResultRecord:
     def from_json(cls, text: str | bytes) -> ResultRecord:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+def result_hash(metrics: Mapping[str, Any], candles_checksum: str, engine_version: str) -> str:
+    """The result hash of these metrics on candles with this checksum, by this engine: BLAKE2b-128 of the canonical
+    JSON of the metrics rounded to 12 significant digits (:func:`round_metric`), the checksum and the engine version.
+    Equal for reproducible reruns; a rerun that disagrees is a conflict."""
+    text = _hash_text(metrics, candles_checksum, engine_version)
+    if text is None:
+        payload = {
+            "metrics": {k: round_metric(metrics.get(k)) for k in METRICS},
+            "candles": candles_checksum,
+            "engine": engine_version,
+        }
+        text = canonical_json(payload)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 _HASH_KEYS: tuple[tuple[str, str], ...] = tuple((k, f"{_json_string(k)}:") for k in sorted(METRICS))

@@ -193,53 +193,63 @@ def _i8(values: np.ndarray) -> np.ndarray:
     return values if values.dtype == np.int64 else np.asarray(values).astype(np.int64)
 
 
-def equity_artifact(equity: np.ndarray, t0: int, dt: int, bars: np.ndarray | None = None) -> dict[str, Any]:
+def equity_artifact(
+    equity: np.ndarray, t0: int, dt: int, bars: np.ndarray | None = None, raw: bool = False
+) -> dict[str, Any]:
     """The stored form of an equity curve whose bar 0 opens at ``t0`` (epoch seconds), ``dt`` seconds per bar.
 
     ``bars`` numbers the values when they are not simply bars 0, 1, 2, ... (a live session that missed some).
+    ``raw``: ``data`` as bytes (for columnar storage) instead of base64 text (for JSON).
     """
     equity = _f8(equity)
     numbered = bars is not None
     lo, hi = bucket_extremes(equity, MAX_POINTS)
     packed = _pack_equity(equity, lo, hi, _i8(bars) if bars is not None else _NO_BARS, numbered)
-    return _equity_dict(packed, len(equity) if bars is None else int(bars[-1]) + 1, t0, dt)
+    return _equity_dict(packed, len(equity) if bars is None else int(bars[-1]) + 1, t0, dt, raw)
 
 
-def points_artifact(bars: np.ndarray, values: np.ndarray, n: int, t0: int, dt: int) -> dict[str, Any]:
+def points_artifact(
+    bars: np.ndarray, values: np.ndarray, n: int, t0: int, dt: int, raw: bool = False
+) -> dict[str, Any]:
     """:func:`equity_artifact` of a curve of ``n`` bars already cut to its kept points (``BacktestResult.curve``)."""
-    return _equity_dict(_pack_points(_i8(bars), _f8(values)), n, t0, dt)
+    return _equity_dict(_pack_points(_i8(bars), _f8(values)), n, t0, dt, raw)
 
 
-def _equity_dict(packed: tuple[np.ndarray, int, int], n: int, t0: int, dt: int) -> dict[str, Any]:
+def _equity_dict(packed: tuple[np.ndarray, int, int], n: int, t0: int, dt: int, raw: bool) -> dict[str, Any]:
     data, k, width = packed
-    return {"v": FORMAT, "n": n, "t0": t0, "dt": dt, "k": k, "iw": width, "data": base64.b64encode(data.data).decode()}
+    return {"v": FORMAT, "n": n, "t0": t0, "dt": dt, "k": k, "iw": width, "data": _data(data, raw)}
 
 
-def artifacts(result: BacktestResult, candles: Candles) -> dict[str, Any]:
+def _data(packed: np.ndarray, raw: bool) -> bytes | str:
+    """An artifact's bytes, or their base64 text (what JSON carries)."""
+    return packed.tobytes() if raw else base64.b64encode(packed.data).decode("ascii")
+
+
+def artifacts(result: BacktestResult, candles: Candles, raw: bool = False) -> dict[str, Any]:
     """``extra`` for a recorded backtest (``run_backtest(..., record=True)``, with ``curve_points=MAX_POINTS`` for
-    the cheaper curve); ``{}`` when nothing was recorded."""
+    the cheaper curve); ``{}`` when nothing was recorded. ``raw``: the data as bytes, not base64 text."""
     if result.trade_table is None:
         return {}
     t0 = int(candles.ts[0]) // NS_PER_SECOND
     if result.curve is not None:
-        equity = points_artifact(*result.curve, len(candles), t0, candles.bar_seconds)
+        equity = points_artifact(*result.curve, len(candles), t0, candles.bar_seconds, raw)
     elif result.equity is not None:
-        equity = equity_artifact(result.equity, t0, candles.bar_seconds)
+        equity = equity_artifact(result.equity, t0, candles.bar_seconds, raw=raw)
     else:
         return {}
-    return {"equity": equity, "trades": table_artifact(result.trade_table)}
+    return {"equity": equity, "trades": table_artifact(result.trade_table, raw=raw)}
 
 
-def table_artifact(table: np.ndarray, max_trades: int = MAX_TRADES) -> dict[str, Any]:
+def table_artifact(table: np.ndarray, max_trades: int = MAX_TRADES, raw: bool = False) -> dict[str, Any]:
     """The stored form of the engine's trade table (``BacktestResult.trade_table``), read in place: every round
-    trip, or the ``max_trades`` with the largest absolute P&L."""
+    trip, or the ``max_trades`` with the largest absolute P&L. ``raw``: the data as bytes, not base64 text."""
     table = np.ascontiguousarray(table, dtype=np.float64)  # the packer converts bars and codes back exactly
     data, k = _pack_table(table, _NO_BARS, max_trades)
     if k < 0:  # a tie across the cut (or a NaN): argpartition picks
         pnl = table[:, kernel.TRADE_COLUMNS.index("pnl")]
         keep = np.sort(np.argpartition(-np.abs(pnl), max_trades - 1)[:max_trades]).astype(np.int64)
         data, k = _pack_table(table, keep, max_trades)
-    return {"v": FORMAT, "n": len(table), "k": k, "data": base64.b64encode(data.data).decode("ascii")}
+    return {"v": FORMAT, "n": len(table), "k": k, "data": _data(data, raw)}
 
 
 def _columns(art: Any, layout: tuple[tuple[str, str], ...]) -> dict[str, np.ndarray] | None:

@@ -34,14 +34,16 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+import pyarrow as pa
+
 from backfarm import errors
 from backfarm._util.cpu import default_workers
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
 from backfarm.core.jobs import Batch, DataKey, Job
-from backfarm.core.results import ResultRecord
 from backfarm.execution.executor import RunStats, SweepWork
 from backfarm.execution.runner import BatchOutcome, run_batch, warm_up
+from backfarm.results import columns
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.store import ResultStore
 
@@ -172,7 +174,7 @@ def uses_pool(jobs: int, batches: int, workers: int) -> bool:
 
 
 def _commit(
-    results: Sequence[ResultRecord] | int,
+    results: pa.Table | int,
     failed: dict[str, str],
     store: ResultStore,
     sweep_id: str | None,
@@ -183,8 +185,8 @@ def _commit(
     if isinstance(results, int):
         done = results
     else:
-        done = len(results)
-        if results:
+        done = results.num_rows
+        if done:
             store.put(results)
     if sweep_id:
         for job_id, reason in failed.items():
@@ -208,7 +210,10 @@ def _run_inline(
     _work_here((run_batch(batch, memo) for batch in batches), _committer(store, sweep_id, stats, on_progress))
 
 
-Commit = Callable[[list[ResultRecord], dict[str, str]], None]
+_NONE = columns.SCHEMA.empty_table()
+"""No results (failures travel alone)."""
+
+Commit = Callable[[pa.Table, dict[str, str]], None]
 """Where :func:`_work_here` hands (results, failures): the parent stores them, a child stores or sends them."""
 
 
@@ -221,20 +226,22 @@ def _work_here(outcomes: Iterator[BatchOutcome], commit: Commit, between: Callab
     """Run batches in this process, committing results in transactions of at least :data:`COMMIT_ROWS` rows or
     every :data:`COMMIT_EVERY_S` (most of an insert's cost is rewriting the index pages it touches, once per
     transaction), failures at once; ``between`` runs after each batch."""
-    pending: list[ResultRecord] = []
+    pending: list[pa.Table] = []
+    rows = 0
     flushed = time.monotonic()
     for outcome in outcomes:
-        pending.extend(outcome.results)
+        pending.append(outcome.results)
+        rows += outcome.results.num_rows
         if outcome.failed:
-            commit([], outcome.failed)
-        if len(pending) >= COMMIT_ROWS or time.monotonic() - flushed >= COMMIT_EVERY_S:
-            commit(pending, {})
-            pending = []
+            commit(_NONE, outcome.failed)
+        if rows >= COMMIT_ROWS or time.monotonic() - flushed >= COMMIT_EVERY_S:
+            commit(pa.concat_tables(pending), {})
+            pending, rows = [], 0
             flushed = time.monotonic()
         if between is not None:
             between()
-    if pending:
-        commit(pending, {})
+    if rows:
+        commit(pa.concat_tables(pending), {})
 
 
 def _run_pool(
@@ -302,6 +309,8 @@ class _Receiver:
     def _one(self, conn: Connection) -> None:
         try:
             kind, payload, failed = json.loads(conn.recv_bytes())
+            if kind == "results":  # the table follows as Arrow IPC bytes
+                payload = pa.ipc.open_stream(conn.recv_bytes()).read_all()
         except EOFError:  # closed without saying it finished: the process died
             process = self.children.pop(conn)
             process.join()
@@ -314,13 +323,19 @@ class _Receiver:
             self.children.pop(conn)
             conn.close()
             return
-        if kind == "results":
-            payload = [ResultRecord.from_dict(r) for r in payload]
         _commit(payload, failed, self.store, self.sweep_id, self.stats, self.on_progress)
 
 
 def _send(conn: Connection, kind: str, payload: object, failed: dict[str, str]) -> None:
-    """Child → parent messages are JSON bytes, like every other message in backfarm."""
+    """Child → parent messages are JSON, like every other message in backfarm; results follow as Arrow IPC (data,
+    not code: nothing is unpickled)."""
+    if isinstance(payload, pa.Table):
+        conn.send_bytes(json.dumps([kind, None, failed]).encode())
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, payload.schema) as writer:
+            writer.write_table(payload)
+        conn.send_bytes(sink.getvalue().to_pybytes())
+        return
     conn.send_bytes(json.dumps([kind, payload, failed]).encode())
 
 
@@ -337,13 +352,13 @@ def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> Non
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     store = EmbeddedStore(shared.store_path) if shared.store_path is not None else None
 
-    def commit(results: list[ResultRecord], failed: dict[str, str]) -> None:
+    def commit(results: pa.Table, failed: dict[str, str]) -> None:
         if store is None:
-            _send(conn, "results", [r.to_dict() for r in results], failed)
+            _send(conn, "results", results, failed)
             return
-        if results:
+        if results.num_rows:
             store.put(results)
-        _send(conn, "stored", len(results), failed)
+        _send(conn, "stored", results.num_rows, failed)
 
     try:
         _work_here(_take(shared, counter), commit)

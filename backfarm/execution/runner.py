@@ -1,4 +1,4 @@
-"""Run one batch: load its candles once, build indicators once, run every job, return result records.
+"""Run one batch: load its candles once, build indicators once, run every job, return their results as one table.
 
 This is the single place where a job becomes a result; the embedded executor and the Celery task both call
 :func:`run_batch`, so the two paths cannot drift apart.
@@ -11,26 +11,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 
+from backfarm._util.ids import canonical_json
 from backfarm.candles.memo import CandleMemo
 from backfarm.core.candles import Candles, bars_per_year
 from backfarm.core.costs import Costs
 from backfarm.core.jobs import Batch, Job
-from backfarm.core.results import ResultRecord, round_metric
+from backfarm.core.results import ResultRecord, result_hash, round_metric
 from backfarm.core.versions import ENGINE_VERSION
 from backfarm.engine.artifacts import artifacts
 from backfarm.engine.backtest import run_backtest
 from backfarm.engine.downsample import MAX_POINTS
 from backfarm.errors import ConfigError
+from backfarm.results import columns
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import all_strategies, get_strategy
 
 
 @dataclass
 class BatchOutcome:
-    """Results of the jobs that ran, and the reason for each job that failed."""
+    """Results of the jobs that ran (one table, :mod:`backfarm.results.columns`), and why each job that failed did."""
 
-    results: list[ResultRecord] = field(default_factory=list)
+    results: pa.Table = field(default_factory=columns.SCHEMA.empty_table)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -40,11 +43,13 @@ def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> B
     started = time.perf_counter()
     outcome = BatchOutcome()
     candles, indicators = memo.get(batch.data_key)
+    rows = columns.Builder()
+    shared = _Shared(candles, batch.jobs[0])
     for job in batch.jobs:
         if skip and job.job_id in skip:
             continue
         try:
-            outcome.results.append(run_job(job, candles, indicators, curves=batch.curves))
+            _add(rows, job, candles, indicators, batch.curves, shared)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
@@ -53,6 +58,7 @@ def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> B
             if (interrupt := _interrupt_behind(exc)) is not None:
                 raise interrupt from None
             outcome.failed[job.job_id] = f"{type(exc).__name__}: {exc}"[:500]
+    outcome.results = rows.table()
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -75,8 +81,30 @@ def _interrupt_behind(exc: BaseException) -> BaseException | None:
 
 
 def run_job(job: Job, candles: Candles, indicators: Indicators, curves: bool = True) -> ResultRecord:
-    """One backtest: the strategy's exposure through the engine, as a result record (with its equity curve and
-    trades in ``extra`` when ``curves``)."""
+    """One backtest as a result record (with its equity curve and trades in ``extra`` when ``curves``): the same row
+    :func:`run_batch` stores, read back."""
+    rows = columns.Builder()
+    _add(rows, job, candles, indicators, curves, _Shared(candles, job))
+    return columns.records(rows.table())[0]
+
+
+class _Shared:
+    """What every job of a batch has in common, computed once: the candles' checksum, the costs as JSON."""
+
+    def __init__(self, candles: Candles, job: Job) -> None:
+        self.checksum = candles.checksum
+        self.costs_of = job.costs
+        self.costs = canonical_json(job.costs.to_dict())
+
+    def costs_json(self, costs: Costs) -> str:
+        """``costs`` as canonical JSON (the batch's own, or computed for a job that differs)."""
+        return self.costs if costs == self.costs_of else canonical_json(costs.to_dict())
+
+
+def _add(
+    rows: columns.Builder, job: Job, candles: Candles, indicators: Indicators, curves: bool, shared: _Shared
+) -> None:
+    """Backtest ``job`` and add its result to ``rows``."""
     strategy = get_strategy(job.strategy)
     if strategy.version != job.strategy_version:
         raise ConfigError(
@@ -96,26 +124,27 @@ def run_job(job: Job, candles: Candles, indicators: Indicators, curves: bool = T
         record=curves,  # the equity curve and trades feed the stored artifacts (backfarm.engine.artifacts)
         curve_points=MAX_POINTS,  # only the points the stored curve keeps
     )
-    return ResultRecord(
-        job_id=job.job_id,
-        strategy=job.strategy,
-        strategy_version=job.strategy_version,
-        params=dict(job.params),
-        symbol=job.symbol,
-        granularity=job.granularity,
-        start=job.start,
-        end=job.end,
-        source=job.source,
-        costs=job.costs.to_dict(),
-        capital=job.capital,
-        metrics={k: round_metric(v) for k, v in result.metrics.items()},
-        candles_checksum=candles.checksum,
-        engine_version=ENGINE_VERSION,
-        bars=len(candles),
-        gaps=candles.gaps,
-        created_at=time.time(),
-        extra=artifacts(result, candles) if curves else {},
-    )
+    metrics = {k: round_metric(v) for k, v in result.metrics.items()}
+    identity = {
+        "job_id": job.job_id,
+        "kind": "backtest",
+        "strategy": job.strategy,
+        "strategy_version": job.strategy_version,
+        "params": canonical_json(job.params),
+        "symbol": job.symbol,
+        "granularity": job.granularity,
+        "start": job.start,
+        "end": job.end,
+        "source": job.source,
+        "costs": shared.costs_json(job.costs),
+        "capital": job.capital,
+        "candles_checksum": shared.checksum,
+        "engine_version": ENGINE_VERSION,
+        "bars": len(candles),
+        "gaps": candles.gaps,
+    }
+    extra = artifacts(result, candles, raw=True) if curves else {}
+    rows.add(identity, metrics, result_hash(metrics, shared.checksum, ENGINE_VERSION), time.time(), extra)
 
 
 def warm_up() -> None:

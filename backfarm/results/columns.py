@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -65,25 +65,65 @@ def metric_column(metric: str) -> str:
     return f"m_{metric}"
 
 
+class Builder:
+    """The rows of a results table, added one result at a time from plain values: the path results take from the
+    engine to storage without becoming :class:`ResultRecord` objects (and the one :func:`table` takes too)."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
+
+    def __len__(self) -> int:
+        return len(self._columns["job_id"])
+
+    def add(
+        self,
+        identity: Mapping[str, Any],
+        metrics: Mapping[str, float | int | None],
+        result_hash: str,
+        created_at: float,
+        extra: Mapping[str, Any],
+    ) -> None:
+        """One result: ``identity`` holds every other field of a record by its name (``params`` and ``costs`` as
+        canonical JSON text), ``metrics`` its (rounded) metrics. Artifacts in ``extra`` may carry their data as bytes
+        or as base64 text."""
+        cols = self._columns
+        for name in _IDENTITY:
+            cols[name].append(identity[name])
+        cols["result_hash"].append(result_hash)
+        cols["created_at"].append(created_at)
+        for m in METRICS:
+            cols[f"m_{m}"].append(metrics.get(m))
+        rest = dict(extra)
+        cols["equity"].append(_take_artifact(rest, "equity", ("n", "t0", "dt", "k", "iw")))
+        cols["trades"].append(_take_artifact(rest, "trades", ("n", "k")))
+        cols["extra"].append(canonical_json(rest) if rest else None)
+
+    def table(self) -> pa.Table:
+        """The rows added so far, as a table of :data:`SCHEMA`."""
+        return pa.table(self._columns, schema=SCHEMA)
+
+
+_IDENTITY: tuple[str, ...] = (
+    "job_id", "kind", "strategy", "strategy_version", "params", "symbol", "granularity", "start", "end", "source",
+    "costs", "capital", "candles_checksum", "engine_version", "bars", "gaps",
+)  # fmt: skip
+"""Columns :meth:`Builder.add` takes from ``identity``."""
+
+
 def table(records: Sequence[ResultRecord]) -> pa.Table:
     """``records`` as one table of :data:`SCHEMA` (in the same order)."""
-    columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
+    rows = Builder()
     for r in records:
-        columns["job_id"].append(r.job_id)
-        columns["result_hash"].append(r.result_hash)
-        for name in ("kind", "strategy", "strategy_version", "symbol", "granularity", "start", "end", "source"):
-            columns[name].append(getattr(r, name))
-        columns["params"].append(canonical_json(r.params))
-        columns["costs"].append(canonical_json(r.costs))
-        for name in ("capital", "candles_checksum", "engine_version", "bars", "gaps", "created_at"):
-            columns[name].append(getattr(r, name))
-        for m in METRICS:
-            columns[f"m_{m}"].append(r.metrics.get(m))
-        extra = dict(r.extra)
-        columns["equity"].append(_take_artifact(extra, "equity", ("n", "t0", "dt", "k", "iw")))
-        columns["trades"].append(_take_artifact(extra, "trades", ("n", "k")))
-        columns["extra"].append(canonical_json(extra) if extra else None)
-    return pa.table(columns, schema=SCHEMA)
+        identity = {name: getattr(r, name) for name in _IDENTITY}
+        identity["params"] = canonical_json(r.params)
+        identity["costs"] = canonical_json(r.costs)
+        rows.add(identity, r.metrics, r.result_hash, r.created_at, r.extra)
+    return rows.table()
+
+
+def as_table(results: Sequence[ResultRecord] | pa.Table) -> pa.Table:
+    """Results given as records or already as a table, as a table."""
+    return results if isinstance(results, pa.Table) else table(results)
 
 
 def _take_artifact(extra: dict[str, Any], name: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
@@ -92,14 +132,18 @@ def _take_artifact(extra: dict[str, Any], name: str, fields: tuple[str, ...]) ->
     art = extra.get(name)
     if not isinstance(art, dict) or set(art) != {"v", *fields, "data"} or art["v"] != ARTIFACT_FORMAT:
         return None
-    if not all(type(art[f]) is int for f in fields) or not isinstance(art["data"], str):
+    if not all(type(art[f]) is int for f in fields):
         return None
-    try:
-        data = base64.b64decode(art["data"], validate=True)
-    except ValueError:
+    data = art["data"]
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except ValueError:
+            return None
+        if base64.b64encode(data).decode("ascii") != art["data"]:
+            return None  # not in the canonical spelling: the bytes would not read back as the same text
+    elif not isinstance(data, bytes):
         return None
-    if base64.b64encode(data).decode("ascii") != art["data"]:
-        return None  # not in the canonical spelling: the bytes would not read back as the same text
     row: dict[str, Any] = {f: art[f] for f in fields}
     row["data"] = data
     del extra[name]

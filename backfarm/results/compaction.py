@@ -1,5 +1,5 @@
-"""Merging small parts of the embedded store into larger ones, so a query reads a few files however many commits
-wrote them.
+"""Merging the facts of small parts of the embedded store into larger ones, so a query reads a few files however many
+commits wrote them (the pictures stay where their commit wrote them: they are read one record at a time).
 
 Parts fall into size tiers (:data:`TIERS`, in rows). Once :data:`FANIN` parts of one tier exist, they are merged into
 one part of a higher tier, so every result is rewritten a few times at most and a million results live in a few dozen
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backfarm.results.parts import VISIBLE, Parts, write_part
+from backfarm.results.parts import FACTS_ZSTD, VISIBLE, Parts, write_part
 
 FANIN = 8
 """Parts of one tier merged at a time."""
@@ -98,10 +98,10 @@ def _claim(parts: Parts, max_rows: int) -> list[tuple[int, int]]:
 
 def _merge(parts: Parts, claimed: list[tuple[int, int]]) -> int:
     """Write the claimed parts as one new part and point their rows at it; the rows merged."""
-    merged = pa.concat_tables([pq.read_table(parts.path(part)) for part, _ in claimed])
+    merged = pa.concat_tables([pq.read_table(parts.facts(part)) for part, _ in claimed], promote_options="default")
     with parts.transaction() as db:
         target = parts.reserve(db, merged.num_rows, time.time())
-    size = write_part(parts.path(target), merged)  # outside the lock: the new part is not visible yet
+    size = write_part(parts.facts(target), merged, FACTS_ZSTD)  # outside the lock: not visible yet
     moves = [(target, row, job_id) for row, job_id in enumerate(merged.column("job_id").to_pylist())]
     with parts.transaction() as db:
         # Every row of a part is indexed to it (parts only ever hold new results), so the job ids say what moves.
@@ -119,5 +119,5 @@ def _collect(parts: Parts) -> int:
         gone = [row[0] for row in db.execute(_GARBAGE, (now - GRACE_S, now - CLAIM_TTL_S))]
         db.executemany("DELETE FROM parts WHERE part = ?", [(p,) for p in gone])
     for part in gone:
-        parts.path(part).unlink(missing_ok=True)
+        parts.facts(part).unlink(missing_ok=True)  # its pictures stay: rows elsewhere still point to them
     return len(gone)

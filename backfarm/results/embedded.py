@@ -77,11 +77,11 @@ class EmbeddedStore(ResultStore):
 
     # --- writing -------------------------------------------------------------------------------------------------
 
-    def put(self, results: Sequence[ResultRecord]) -> PutReport:
+    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
         """Store ``results`` as one part (idempotent; conflicts recorded, originals kept)."""
-        if not results:
+        data = columns.as_table(results)  # encoded (every result hash computed) before the write lock is taken
+        if data.num_rows == 0:
             return PutReport()
-        data = columns.table(results)  # encoded (and every result hash computed) before the write lock is taken
         ids = data.column("job_id").to_pylist()
         hashes = data.column("result_hash").to_pylist()
         now = time.time()
@@ -153,7 +153,7 @@ class EmbeddedStore(ResultStore):
             located = self._locate(db, filters)
             parts = sorted(located) if located is not None else self.parts.visible(db)
         tables = [self.parts.read(part, wanted, located[part] if located is not None else None) for part in parts]
-        data = pa.concat_tables(tables) if tables else _empty(wanted)
+        data = pa.concat_tables(tables, promote_options="default") if tables else _empty(wanted)
         return _apply(data, filters)
 
     def _records(self, located: Located) -> list[ResultRecord]:
@@ -180,7 +180,7 @@ class EmbeddedStore(ResultStore):
         ranked = data.filter(pc.is_valid(values)).sort_by([(column, order), ("job_id", "ascending")]).slice(0, n)
         if ranked.num_rows < n:
             undefined = data.filter(pc.is_null(values)).sort_by("job_id").slice(0, n - ranked.num_rows)
-            ranked = pa.concat_tables([ranked, undefined])
+            ranked = pa.concat_tables([ranked, undefined], promote_options="default")
         wanted = list(zip(ranked.column("_part").to_pylist(), ranked.column("_row").to_pylist(), strict=True))
         located: Located = defaultdict(list)
         for part, row in wanted:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from backfarm._util.ids import canonical_json
 from backfarm._util.sqlite import write_transaction
 from backfarm.core.results import (
@@ -36,7 +38,7 @@ from backfarm.core.results import (
     SweepRecord,
 )
 from backfarm.errors import ConfigError, ValidationError
-from backfarm.results import ranking
+from backfarm.results import columns, ranking
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.store import ResultStore
 
@@ -140,8 +142,10 @@ class LegacyStore(ResultStore):
 
     # --- results -------------------------------------------------------------------------------------------------
 
-    def put(self, results: Sequence[ResultRecord]) -> PutReport:
+    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
         """Store ``results`` in one transaction (idempotent; conflicts recorded, originals kept)."""
+        if isinstance(results, pa.Table):
+            results = columns.records(results)
         rows = [_row(record) for record in results]  # encoded before the write lock is taken
         if not rows:
             return PutReport()

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from backfarm._util.sqlite import write_transaction
 from backfarm.errors import ConfigError
+from backfarm.results import columns
 
 SCHEMA_VERSION = 2
 """Version of the index (1 was the single-file store of :mod:`backfarm.results.legacy`)."""
@@ -124,25 +125,32 @@ class Parts:
             self.db.close()
 
     def totals(self) -> tuple[int, int, int]:
-        """(visible parts, rows in them, their bytes on disk)."""
-        parts, rows, size = self.query(
-            f"SELECT COUNT(*), COALESCE(SUM(rows), 0), COALESCE(SUM(bytes), 0) FROM parts WHERE {VISIBLE}"
-        )[0]
-        return int(parts), int(rows), int(size)
+        """(visible parts, results in them, bytes of every file of the store on disk)."""
+        parts, rows = self.query(f"SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM parts WHERE {VISIBLE}")[0]
+        size = sum(f.stat().st_size for f in self.dir.glob("*.parquet"))
+        return int(parts), int(rows), size
 
-    def path(self, part: int) -> Path:
-        """The file of part number ``part``."""
-        return self.dir / f"{part:010d}.parquet"
+    def facts(self, part: int) -> Path:
+        """The file of part ``part``'s facts: everything but the pictures (what queries scan, and merges rewrite)."""
+        return self.dir / f"{part:010d}.facts.parquet"
+
+    def pictures(self, part: int) -> Path:
+        """The file of the pictures committed with part ``part`` (written once, never merged or moved)."""
+        return self.dir / f"{part:010d}.pictures.parquet"
 
     def visible(self, db: sqlite3.Connection) -> list[int]:
         """The parts queries read, in order."""
         return [row[0] for row in db.execute(f"SELECT part FROM parts WHERE {VISIBLE} ORDER BY part")]
 
     def add(self, db: sqlite3.Connection, rows: pa.Table, now: float) -> int:
-        """Inside a write transaction: number a new part, write ``rows`` as its file and register it (the caller
-        indexes its rows in the same transaction); its number."""
+        """Inside a write transaction: number a new part, write ``rows`` as its two files and register it (the
+        caller indexes its rows in the same transaction); its number."""
         part = self.reserve(db, rows.num_rows, now)
-        self.publish(db, part, write_part(self.path(part), rows))
+        home = pa.array(np.full(rows.num_rows, part, dtype=np.int64))
+        facts = rows.drop_columns(list(PICTURES)).append_column("pics_part", home)
+        facts = facts.append_column("pics_row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
+        write_part(self.pictures(part), rows.select(list(PICTURES)), PICTURES_ZSTD)
+        self.publish(db, part, write_part(self.facts(part), facts, None))
         return part
 
     @staticmethod
@@ -156,32 +164,73 @@ class Parts:
 
     @staticmethod
     def publish(db: sqlite3.Connection, part: int, size: int) -> None:
-        """Make a reserved part visible, its file written (``size`` bytes)."""
+        """Make a reserved part visible, its facts written (``size`` bytes)."""
         db.execute("UPDATE parts SET bytes = ?, claimed_at = NULL WHERE part = ?", (size, part))
 
     def read(self, part: int, names: Sequence[str], rows: list[int] | None = None) -> pa.Table:
-        """Columns ``names`` of part ``part``, plus ``_part`` and ``_row`` (where each row is stored): every row, or
-        only ``rows`` (reading just their row groups), in row order."""
-        file = pq.ParquetFile(self.path(part))
-        if rows is None:
-            data = file.read(columns=list(names))
-            positions = np.arange(data.num_rows, dtype=np.int64)
-        else:
-            # Group g holds rows g × ROW_GROUP onwards; read the groups that hold ``rows``, then pick the rows from
-            # the groups as they were laid end to end.
-            positions = np.sort(np.asarray(rows, dtype=np.int64))
-            groups = np.unique(positions // ROW_GROUP)
-            data = file.read_row_groups(groups.tolist(), columns=list(names))
-            sizes = [file.metadata.row_group(int(g)).num_rows for g in groups]
-            offsets = np.concatenate(([0], np.cumsum(sizes)))[np.searchsorted(groups, positions // ROW_GROUP)]
-            data = data.take(pa.array(offsets + positions % ROW_GROUP))
+        """Columns ``names`` of part ``part``'s results, plus ``_part`` and ``_row`` (where each result's facts are):
+        every row, or only ``rows`` (reading just their row groups), in row order. Picture columns are fetched from
+        the pictures files the rows point to."""
+        pictures = [n for n in names if n in PICTURES]
+        wanted = [n for n in names if n not in PICTURES] + (["pics_part", "pics_row"] if pictures else [])
+        data, positions = _read_rows(self.facts(part), wanted, rows)
+        if pictures:
+            data = _join_pictures(self, data, pictures).drop_columns(["pics_part", "pics_row"])
         parts = pa.array(np.full(data.num_rows, part, dtype=np.int64))
         return data.append_column("_part", parts).append_column("_row", pa.array(positions))
 
 
-def write_part(path: Path, rows: pa.Table) -> int:
-    """Write ``rows`` as a part file (zstd, :data:`ROW_GROUP`-row groups) atomically; its size in bytes."""
+PICTURES: tuple[str, ...] = ("equity", "trades", "extra")
+"""Columns kept apart from the facts: only a whole record needs them, and they are most of the bytes."""
+PICTURES_ZSTD = 1
+"""zstd level of pictures files: written once, with every commit (level 1 compresses them about as well as 3, in
+half the time)."""
+FACTS_ZSTD = 3
+"""zstd level of merged facts (a commit's own facts are written uncompressed: they are merged, and so rewritten,
+soon)."""
+
+
+def _read_rows(path: Path, names: Sequence[str], rows: list[int] | None) -> tuple[pa.Table, np.ndarray]:
+    """Columns ``names`` of a part file: every row, or only ``rows`` (reading just their row groups), in row order;
+    and the row numbers read."""
+    file = pq.ParquetFile(path)
+    if rows is None:
+        data = file.read(columns=list(names))
+        return data, np.arange(data.num_rows, dtype=np.int64)
+    # Group g holds rows g × ROW_GROUP onwards; read the groups that hold ``rows``, then pick the rows from the groups
+    # as they were laid end to end.
+    positions = np.sort(np.asarray(rows, dtype=np.int64))
+    groups = np.unique(positions // ROW_GROUP)
+    data = file.read_row_groups(groups.tolist(), columns=list(names))
+    sizes = [file.metadata.row_group(int(g)).num_rows for g in groups]
+    offsets = np.concatenate(([0], np.cumsum(sizes)))[np.searchsorted(groups, positions // ROW_GROUP)]
+    return data.take(pa.array(offsets + positions % ROW_GROUP)), positions
+
+
+def _join_pictures(parts: Parts, data: pa.Table, names: list[str]) -> pa.Table:
+    """``data`` (which has ``pics_part`` and ``pics_row``) with the picture columns ``names`` of each of its rows."""
+    homes = data.column("pics_part").to_numpy()
+    rows = data.column("pics_row").to_numpy()
+    pieces, order = [], []
+    for home in np.unique(homes):
+        where = np.flatnonzero(homes == home)
+        pieces.append(_read_rows(parts.pictures(int(home)), names, rows[where].tolist())[0])
+        order.append(where[np.argsort(rows[where], kind="stable")])  # a piece comes back in row order
+    joined = (
+        pa.concat_tables(pieces, promote_options="default") if pieces else columns.SCHEMA.empty_table().select(names)
+    )
+    back = np.empty(len(homes), dtype=np.int64)  # back[i]: where data's row i landed in ``joined``
+    back[np.concatenate(order) if order else back[:0]] = np.arange(len(homes))
+    for name in names:
+        data = data.append_column(name, joined.column(name).take(pa.array(back)))
+    return data
+
+
+def write_part(path: Path, rows: pa.Table, zstd: int | None) -> int:
+    """Write ``rows`` as a part file (``zstd`` level, or uncompressed; :data:`ROW_GROUP`-row groups) atomically; its
+    size in bytes."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(rows, tmp, row_group_size=ROW_GROUP, compression="zstd", compression_level=9, write_statistics=False)
+    codec = {"compression": "zstd", "compression_level": zstd} if zstd is not None else {"compression": "none"}
+    pq.write_table(rows, tmp, row_group_size=ROW_GROUP, write_statistics=False, **codec)
     os.replace(tmp, path)
     return path.stat().st_size

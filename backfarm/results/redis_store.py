@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
+import pyarrow as pa
+
 from backfarm._util.connection import RedisConnection
 from backfarm._util.ids import canonical_json
 from backfarm._util.keys import DEFAULT_PREFIX
@@ -30,7 +32,7 @@ from backfarm.core.results import (
     SweepRecord,
 )
 from backfarm.errors import ValidationError
-from backfarm.results import ranking
+from backfarm.results import columns, ranking
 from backfarm.results.keys import ResultKeys
 from backfarm.results.store import ResultStore
 
@@ -259,8 +261,10 @@ class RedisStore(ResultStore):
     # --- results -------------------------------------------------------------------------------------------------
 
     @_guarded
-    def put(self, results: Sequence[ResultRecord]) -> PutReport:
+    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
         """Store ``results`` in one atomic script (idempotent; conflicts recorded once each, originals kept)."""
+        if isinstance(results, pa.Table):
+            results = columns.records(results)
         if not results:
             return PutReport()
         k = self.keys

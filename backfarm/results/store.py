@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Self
 
+import pyarrow as pa
+
 from backfarm.core.results import AggregateRow, Conflict, Filters, PutReport, ResultRecord, SweepInfo, SweepRecord
 
 
@@ -22,8 +24,9 @@ class ResultStore(ABC):
     """
 
     @abstractmethod
-    def put(self, results: Sequence[ResultRecord]) -> PutReport:
-        """Store results (idempotent; conflicts recorded, never overwritten)."""
+    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
+        """Store results, given as records or as one table of :mod:`backfarm.results.columns` (idempotent;
+        conflicts recorded, never overwritten)."""
 
     @abstractmethod
     def get(self, job_id: str) -> ResultRecord | None:

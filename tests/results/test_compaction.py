@@ -21,7 +21,7 @@ runner = CliRunner()
 
 
 def _files(store: EmbeddedStore) -> list[Path]:
-    return sorted(store.parts.dir.glob("*.parquet"))
+    return sorted(store.parts.dir.glob("*.facts.parquet"))
 
 
 def _put_in_parts(store: EmbeddedStore, parts: int, rows: int, prefix: str = "j") -> list[str]:
@@ -45,7 +45,7 @@ def test_eight_small_parts_become_one_and_every_result_reads_the_same(tmp_path: 
         assert {r.job_id: r for r in store.iter_results()} == before and sorted(before) == sorted(ids)
         assert store.top("sharpe", 25) == top
         assert all(store.get(job_id) == before[job_id] for job_id in ids[::97])
-        assert len(_files(store)) == 9  # the replaced files stay for readers that listed them...
+        assert len(_files(store)) == 9  # the replaced facts stay for readers that listed them...
         assert store.put([before[ids[0]]]) == PutReport(duplicates=1)  # ...and the index says where each result is
 
 

@@ -28,7 +28,6 @@ from backfarm.results import columns
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.factory import open_store
 from backfarm.results.legacy import LegacyStore
-from backfarm.results.parts import write_part
 from backfarm.results.redis_store import RedisStore
 from backfarm.results.store import ResultStore
 from tests.redis_server import RedisServer, free_port
@@ -172,7 +171,7 @@ def test_open_store_picks_redis_when_configured(redis_url: str, tmp_path: Path) 
 
 
 def _parts(store: EmbeddedStore) -> list[Path]:
-    return sorted(store.parts.dir.glob("*.parquet"))
+    return sorted(store.parts.dir.glob("*.facts.parquet"))
 
 
 def test_embedded_put_is_one_part_and_one_transaction(tmp_path: Path) -> None:
@@ -228,8 +227,11 @@ def test_embedded_an_uncommitted_part_file_is_invisible(tmp_path: Path) -> None:
     it, and the next part to get its number replaces it."""
     with closing(EmbeddedStore(tmp_path / "results")) as store:
         store.put([make_record("a")])
-        orphan = store.parts.path(2)
-        write_part(orphan, columns.table([make_record("ghost", sharpe=99.0)]))
+        with store.parts.transaction() as db:  # a part written, then its writer died before the commit
+            store.parts.add(db, columns.table([make_record("ghost", sharpe=99.0)]), 0.0)
+            db.execute("ROLLBACK")
+            db.execute("BEGIN")
+        assert store.parts.facts(2).exists() and store.parts.pictures(2).exists()
         assert store.get("ghost") is None and store.existing(["ghost"]) == set()
         assert [r.job_id for r in store.top("sharpe", 10)] == ["a"]
         store.put([make_record("b")])  # gets part 2: the orphan is overwritten
