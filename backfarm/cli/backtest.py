@@ -194,7 +194,7 @@ def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, fa
     )
     console.print(f"source: {source_label(exp.spec.source)}")
     if top:
-        records = store.top("sharpe", top, filters)
+        records = store.top("sharpe", top, filters, pictures=False)
         console.print(top_table(records, "sharpe", f"top {len(records)} by sharpe"))
     rows = store.aggregate("strategy", filters)
     console.print(aggregate_table(rows, "strategy", "per strategy"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,9 @@ from backfarm.cli import state
 from backfarm.cli.output import aggregate_table, flat_row, source_label, sweeps_table, to_csv, top_table
 from backfarm.core.results import FILTER_FIELDS, METRICS, Filters, ResultRecord
 from backfarm.errors import ValidationError, did_you_mean
+
+if TYPE_CHECKING:
+    from backfarm.results.store import ResultReader
 
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
@@ -25,10 +28,17 @@ def register(app: typer.Typer) -> None:
     app.command("results")(results)
 
 
-def _store():
-    from backfarm.results.factory import open_store
+def _store() -> ResultReader:
+    """The store, opened for reading: only what reading needs is loaded (DuckDB, or the Redis client)."""
+    settings = state.settings()
+    if settings.redis_url:
+        from backfarm.results.redis_store import RedisStore
 
-    return open_store(state.settings())
+        return RedisStore(settings.redis_url)
+    from backfarm.results.parts import embedded_root
+    from backfarm.results.reader import EmbeddedReader
+
+    return EmbeddedReader(embedded_root(settings))
 
 
 def parse_where(items: list[str]) -> dict[str, str]:
@@ -86,7 +96,7 @@ def leaderboard(
                 )
             return
         n = top if top > 0 else 10**9
-        records = store.top(metric, n, filters, ascending=ascending)
+        records = store.top(metric, n, filters, ascending=ascending, pictures=False)
         _print_records(records, metric, fmt, sweep_id)
 
 

@@ -1,16 +1,15 @@
-"""Results as columns: a batch of :class:`ResultRecord` as one Arrow table (and back), the unit results are stored in.
+"""Results as Arrow tables: a batch of results as one table (and back), the unit in which they travel and are written.
 
-Identity fields are dictionary-encoded strings (a batch shares its strategy, symbol, window, costs, source), every
-metric is a typed column (``trades`` and ``wins`` int64, the rest float64; null = undefined), and the pictures a
-record keeps in ``extra`` (the equity curve and trade list of :mod:`backfarm.engine.artifacts`) are structs with
-their bytes raw, not base64, so Parquet's compression sees the numbers. Anything else in ``extra`` travels as
-canonical JSON. :func:`records` gives back exactly the records :func:`table` was given.
+The columns are those of :mod:`backfarm.results.rows`: identity fields as dictionary-encoded strings (a batch shares
+its strategy, symbol, window, costs, source), every metric a typed column (``trades`` and ``wins`` int64, the rest
+float64; null = undefined), the pictures as structs with their bytes raw, so Parquet's compression sees the numbers.
+:func:`records` gives back exactly the records :func:`table` was given.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,51 +17,33 @@ import pyarrow as pa
 
 from backfarm._util.ids import canonical_json
 from backfarm.core.results import METRICS, ResultRecord
-
-INT_METRICS = frozenset({"trades", "wins"})
-"""Metrics counted in whole numbers; every other metric is a float."""
-ARTIFACT_FORMAT = 1
-"""The artifact format (:data:`backfarm.engine.artifacts.FORMAT`) whose bytes get columns of their own."""
+from backfarm.results import rows as row_format
+from backfarm.results.rows import ARTIFACT_FORMAT, EQUITY_FIELDS, IDENTITY, INT_METRICS, TRADES_FIELDS, metric_column
 
 _TEXT = pa.dictionary(pa.int32(), pa.string())
-_EQUITY = pa.struct([(name, pa.int64()) for name in ("n", "t0", "dt", "k", "iw")] + [("data", pa.binary())])
-_TRADES = pa.struct([(name, pa.int64()) for name in ("n", "k")] + [("data", pa.binary())])
+_EQUITY = pa.struct([(name, pa.int64()) for name in EQUITY_FIELDS] + [("data", pa.binary())])
+_TRADES = pa.struct([(name, pa.int64()) for name in TRADES_FIELDS] + [("data", pa.binary())])
+_TYPES: dict[str, pa.DataType] = {
+    "job_id": pa.string(),
+    "result_hash": pa.string(),
+    "params": pa.string(),
+    "capital": pa.float64(),
+    "bars": pa.int64(),
+    "gaps": pa.int64(),
+    "created_at": pa.float64(),
+    **{metric_column(m): pa.int64() if m in INT_METRICS else pa.float64() for m in METRICS},
+    "equity": _EQUITY,
+    "trades": _TRADES,
+    "extra": pa.string(),
+}
+"""Column types; every other column is dictionary-encoded text."""
 SCHEMA = pa.schema(
     [
-        pa.field("job_id", pa.string(), nullable=False),
-        pa.field("result_hash", pa.string(), nullable=False),
-        pa.field("kind", _TEXT),
-        pa.field("strategy", _TEXT),
-        pa.field("strategy_version", _TEXT),
-        pa.field("params", pa.string()),
-        pa.field("symbol", _TEXT),
-        pa.field("granularity", _TEXT),
-        pa.field("start", _TEXT),
-        pa.field("end", _TEXT),
-        pa.field("source", _TEXT),
-        pa.field("costs", _TEXT),
-        pa.field("capital", pa.float64()),
-        pa.field("candles_checksum", _TEXT),
-        pa.field("engine_version", _TEXT),
-        pa.field("bars", pa.int64()),
-        pa.field("gaps", pa.int64()),
-        pa.field("created_at", pa.float64()),
-        *(pa.field(f"m_{m}", pa.int64() if m in INT_METRICS else pa.float64()) for m in METRICS),
-        pa.field("equity", _EQUITY),
-        pa.field("trades", _TRADES),
-        pa.field("extra", pa.string()),
+        pa.field(name, _TYPES.get(name, _TEXT), nullable=name not in ("job_id", "result_hash"))
+        for name in (*row_format.FACTS, *row_format.PICTURES)
     ]
 )
-"""One row per result."""
-FILTER_COLUMNS: tuple[str, ...] = ("strategy", "symbol", "granularity", "start", "end", "source", "kind")
-"""The record fields a query can filter on (the column has the field's name)."""
-PICTURES = ("equity", "trades", "extra")
-"""Columns only a whole record needs (rankings and aggregates never read them)."""
-
-
-def metric_column(metric: str) -> str:
-    """The column holding ``metric``."""
-    return f"m_{metric}"
+"""One row per result (the columns of :mod:`backfarm.results.rows`, pictures last)."""
 
 
 class Builder:
@@ -87,15 +68,15 @@ class Builder:
         canonical JSON text), ``metrics`` its (rounded) metrics. Artifacts in ``extra`` may carry their data as bytes
         or as base64 text."""
         cols = self._columns
-        for name in _IDENTITY:
+        for name in IDENTITY:
             cols[name].append(identity[name])
         cols["result_hash"].append(result_hash)
         cols["created_at"].append(created_at)
         for m in METRICS:
-            cols[f"m_{m}"].append(metrics.get(m))
+            cols[f"m_{m}"].append(_metric(metrics.get(m)))
         rest = dict(extra)
-        cols["equity"].append(_take_artifact(rest, "equity", ("n", "t0", "dt", "k", "iw")))
-        cols["trades"].append(_take_artifact(rest, "trades", ("n", "k")))
+        cols["equity"].append(_take_artifact(rest, "equity", EQUITY_FIELDS))
+        cols["trades"].append(_take_artifact(rest, "trades", TRADES_FIELDS))
         cols["extra"].append(canonical_json(rest) if rest else None)
 
     def table(self) -> pa.Table:
@@ -103,18 +84,17 @@ class Builder:
         return pa.table(self._columns, schema=SCHEMA)
 
 
-_IDENTITY: tuple[str, ...] = (
-    "job_id", "kind", "strategy", "strategy_version", "params", "symbol", "granularity", "start", "end", "source",
-    "costs", "capital", "candles_checksum", "engine_version", "bars", "gaps",
-)  # fmt: skip
-"""Columns :meth:`Builder.add` takes from ``identity``."""
+def _metric(value: float | int | None) -> float | int | None:
+    """A metric as stored: non-finite floats are undefined (null), as every ranking treats them (a NaN would
+    otherwise sort above every number)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def table(records: Sequence[ResultRecord]) -> pa.Table:
     """``records`` as one table of :data:`SCHEMA` (in the same order)."""
     rows = Builder()
     for r in records:
-        identity = {name: getattr(r, name) for name in _IDENTITY}
+        identity = {name: getattr(r, name) for name in IDENTITY}
         identity["params"] = canonical_json(r.params)
         identity["costs"] = canonical_json(r.costs)
         rows.add(identity, r.metrics, r.result_hash, r.created_at, r.extra)
@@ -157,37 +137,4 @@ def records(data: pa.Table) -> list[ResultRecord]:
 
 def iter_records(data: pa.Table) -> Iterator[ResultRecord]:
     """:func:`records`, one at a time."""
-    rows = data.to_pylist()
-    for row in rows:
-        extra: dict[str, Any] = json.loads(row["extra"]) if row["extra"] is not None else {}
-        for name in ("equity", "trades"):
-            art = row[name]
-            if art is not None:
-                extra[name] = {"v": ARTIFACT_FORMAT, **{k: v for k, v in art.items() if k != "data"}}
-                extra[name]["data"] = base64.b64encode(art["data"]).decode("ascii")
-        yield ResultRecord(
-            job_id=row["job_id"],
-            strategy=row["strategy"],
-            strategy_version=row["strategy_version"],
-            params=json.loads(row["params"]),
-            symbol=row["symbol"],
-            granularity=row["granularity"],
-            start=row["start"],
-            end=row["end"],
-            source=row["source"],
-            costs=json.loads(row["costs"]),
-            capital=row["capital"],
-            metrics={m: row[f"m_{m}"] for m in METRICS},
-            candles_checksum=row["candles_checksum"],
-            engine_version=row["engine_version"],
-            bars=row["bars"],
-            gaps=row["gaps"],
-            kind=row["kind"],
-            created_at=row["created_at"],
-            extra=_ordered(extra),
-        )
-
-
-def _ordered(extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` with its keys sorted, as canonical JSON (and so every record read back) has them."""
-    return {k: extra[k] for k in sorted(extra)}
+    return (row_format.record(row) for row in data.to_pylist())

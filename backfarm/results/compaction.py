@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backfarm.results.parts import FACTS_ZSTD, VISIBLE, Parts, write_part
+from backfarm.results.partfiles import FACTS_ZSTD, write_part
+from backfarm.results.parts import VISIBLE, Parts
 
 FANIN = 8
 """Parts of one tier merged at a time."""

@@ -1,11 +1,13 @@
-"""Open the result store the settings ask for: Redis when a URL is configured, else the embedded store."""
+"""Open the result store the settings ask for: Redis when a URL is configured, else the embedded store.
+
+Read-only commands open :class:`~backfarm.results.reader.EmbeddedReader` (or the Redis store) directly instead, so
+they do not load what only writers need (Arrow for the embedded store, the Redis client for the other)."""
 
 from __future__ import annotations
 
 from backfarm.config import Settings
-from backfarm.errors import ConfigError
 from backfarm.results.embedded import EmbeddedStore
-from backfarm.results.parts import INDEX_FILE
+from backfarm.results.parts import embedded_root
 from backfarm.results.redis_store import RedisStore
 from backfarm.results.store import ResultStore
 
@@ -20,10 +22,4 @@ def open_store(settings: Settings) -> ResultStore:
     """
     if settings.redis_url:
         return RedisStore(settings.redis_url)
-    old = settings.legacy_store_path
-    if old.exists() and not (settings.store_path / INDEX_FILE).exists():
-        raise ConfigError(
-            f"{settings.data_dir} holds results in the format of backfarm before 0.2 ({old.name}); "
-            "convert them once with `backfarm store migrate` (the old file is kept)"
-        )
-    return EmbeddedStore(settings.store_path)
+    return EmbeddedStore(embedded_root(settings))

@@ -197,7 +197,12 @@ class LegacyStore(ResultStore):
     # --- queries ---------------------------------------------------------------------------------------------------
 
     def top(
-        self, metric: str, n: int, filters: Filters | None = None, ascending: bool | None = None
+        self,
+        metric: str,
+        n: int,
+        filters: Filters | None = None,
+        ascending: bool | None = None,
+        pictures: bool = True,
     ) -> list[ResultRecord]:
         """The best ``n`` results by ``metric``: defined values in order, then undefined ones by job id."""
         col = metric_column(metric)
@@ -215,7 +220,8 @@ class LegacyStore(ResultStore):
                 f"SELECT r.record FROM {source} WHERE {where} AND r.{col} IS NULL ORDER BY r.job_id LIMIT ?",
                 [*params, n - len(ranked)],
             )
-        return [ResultRecord.from_json(row[0]) for row in ranked]
+        found = [ResultRecord.from_json(row[0]) for row in ranked]
+        return found if pictures else [ranking.bare(r) for r in found]
 
     def iter_results(self, filters: Filters | None = None) -> Iterator[ResultRecord]:
         """Every result passing ``filters``, ordered by job id, read page by page."""

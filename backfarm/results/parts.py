@@ -1,21 +1,22 @@
-"""The files of the embedded result store: a directory of Parquet parts and the SQLite index that says which are
-visible and where each result is.
+"""The embedded result store's directory: the SQLite index of parts, sweeps and where each result is, and the part
+files' names (written by :mod:`backfarm.results.partfiles`, read by :mod:`backfarm.results.reader`).
 
 Layout under ``{data_dir}/results/``::
 
     index.sqlite   jobs (job id → result hash, part, row), parts (number, rows, bytes, claimed/retired times),
                    sweeps, manifest, dead, conflicts
-    parts/         {part:010d}.parquet: rows of :mod:`backfarm.results.columns`, zstd, in :data:`ROW_GROUP`-row groups
+    parts/         {part:010d}.facts.parquet     identity, hash and metrics of each result, and where its pictures are
+                   {part:010d}.pictures.parquet  equity curves and trade lists, as their commit wrote them
 
 A part is written to a temporary name and renamed into place inside the write transaction that registers it, so a
 part is visible exactly when its rows are indexed. A writer that dies before its commit leaves a file no index row
 names: invisible, and overwritten by the next part that gets its number. Queries read the index once, in one read
 transaction (WAL gives them a consistent snapshot while others write), then only the row groups and columns they need.
+Nothing here loads Arrow.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,20 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from backfarm._util.sqlite import write_transaction
+from backfarm.config import Settings
 from backfarm.errors import ConfigError
-from backfarm.results import columns
 
 SCHEMA_VERSION = 2
 """Version of the index (1 was the single-file store of :mod:`backfarm.results.legacy`)."""
 INDEX_FILE = "index.sqlite"
 PARTS_DIR = "parts"
-ROW_GROUP = 1024
-"""Rows per Parquet row group: fetching one record reads its group only (~2 MB at most with its pictures)."""
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write transaction before giving up."""
 CACHE_KIB = 65536
@@ -142,17 +137,6 @@ class Parts:
         """The parts queries read, in order."""
         return [row[0] for row in db.execute(f"SELECT part FROM parts WHERE {VISIBLE} ORDER BY part")]
 
-    def add(self, db: sqlite3.Connection, rows: pa.Table, now: float) -> int:
-        """Inside a write transaction: number a new part, write ``rows`` as its two files and register it (the
-        caller indexes its rows in the same transaction); its number."""
-        part = self.reserve(db, rows.num_rows, now)
-        home = pa.array(np.full(rows.num_rows, part, dtype=np.int64))
-        facts = rows.drop_columns(list(PICTURES)).append_column("pics_part", home)
-        facts = facts.append_column("pics_row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
-        write_part(self.pictures(part), rows.select(list(PICTURES)), PICTURES_ZSTD)
-        self.publish(db, part, write_part(self.facts(part), facts, None))
-        return part
-
     @staticmethod
     def reserve(db: sqlite3.Connection, rows: int, now: float) -> int:
         """A new part number, registered but not visible until :meth:`publish`."""
@@ -167,70 +151,14 @@ class Parts:
         """Make a reserved part visible, its facts written (``size`` bytes)."""
         db.execute("UPDATE parts SET bytes = ?, claimed_at = NULL WHERE part = ?", (size, part))
 
-    def read(self, part: int, names: Sequence[str], rows: list[int] | None = None) -> pa.Table:
-        """Columns ``names`` of part ``part``'s results, plus ``_part`` and ``_row`` (where each result's facts are):
-        every row, or only ``rows`` (reading just their row groups), in row order. Picture columns are fetched from
-        the pictures files the rows point to."""
-        pictures = [n for n in names if n in PICTURES]
-        wanted = [n for n in names if n not in PICTURES] + (["pics_part", "pics_row"] if pictures else [])
-        data, positions = _read_rows(self.facts(part), wanted, rows)
-        if pictures:
-            data = _join_pictures(self, data, pictures).drop_columns(["pics_part", "pics_row"])
-        parts = pa.array(np.full(data.num_rows, part, dtype=np.int64))
-        return data.append_column("_part", parts).append_column("_row", pa.array(positions))
 
-
-PICTURES: tuple[str, ...] = ("equity", "trades", "extra")
-"""Columns kept apart from the facts: only a whole record needs them, and they are most of the bytes."""
-PICTURES_ZSTD = 1
-"""zstd level of pictures files: written once, with every commit (level 1 compresses them about as well as 3, in
-half the time)."""
-FACTS_ZSTD = 3
-"""zstd level of merged facts (a commit's own facts are written uncompressed: they are merged, and so rewritten,
-soon)."""
-
-
-def _read_rows(path: Path, names: Sequence[str], rows: list[int] | None) -> tuple[pa.Table, np.ndarray]:
-    """Columns ``names`` of a part file: every row, or only ``rows`` (reading just their row groups), in row order;
-    and the row numbers read."""
-    file = pq.ParquetFile(path)
-    if rows is None:
-        data = file.read(columns=list(names))
-        return data, np.arange(data.num_rows, dtype=np.int64)
-    # Group g holds rows g × ROW_GROUP onwards; read the groups that hold ``rows``, then pick the rows from the groups
-    # as they were laid end to end.
-    positions = np.sort(np.asarray(rows, dtype=np.int64))
-    groups = np.unique(positions // ROW_GROUP)
-    data = file.read_row_groups(groups.tolist(), columns=list(names))
-    sizes = [file.metadata.row_group(int(g)).num_rows for g in groups]
-    offsets = np.concatenate(([0], np.cumsum(sizes)))[np.searchsorted(groups, positions // ROW_GROUP)]
-    return data.take(pa.array(offsets + positions % ROW_GROUP)), positions
-
-
-def _join_pictures(parts: Parts, data: pa.Table, names: list[str]) -> pa.Table:
-    """``data`` (which has ``pics_part`` and ``pics_row``) with the picture columns ``names`` of each of its rows."""
-    homes = data.column("pics_part").to_numpy()
-    rows = data.column("pics_row").to_numpy()
-    pieces, order = [], []
-    for home in np.unique(homes):
-        where = np.flatnonzero(homes == home)
-        pieces.append(_read_rows(parts.pictures(int(home)), names, rows[where].tolist())[0])
-        order.append(where[np.argsort(rows[where], kind="stable")])  # a piece comes back in row order
-    joined = (
-        pa.concat_tables(pieces, promote_options="default") if pieces else columns.SCHEMA.empty_table().select(names)
-    )
-    back = np.empty(len(homes), dtype=np.int64)  # back[i]: where data's row i landed in ``joined``
-    back[np.concatenate(order) if order else back[:0]] = np.arange(len(homes))
-    for name in names:
-        data = data.append_column(name, joined.column(name).take(pa.array(back)))
-    return data
-
-
-def write_part(path: Path, rows: pa.Table, zstd: int | None) -> int:
-    """Write ``rows`` as a part file (``zstd`` level, or uncompressed; :data:`ROW_GROUP`-row groups) atomically; its
-    size in bytes."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    codec = {"compression": "zstd", "compression_level": zstd} if zstd is not None else {"compression": "none"}
-    pq.write_table(rows, tmp, row_group_size=ROW_GROUP, write_statistics=False, **codec)
-    os.replace(tmp, path)
-    return path.stat().st_size
+def embedded_root(settings: Settings) -> Path:
+    """The embedded store's directory under ``settings``; :class:`ConfigError` when the data directory holds
+    results in the old single-file format that have not been migrated yet (nothing is lost: the old file stays)."""
+    old = settings.legacy_store_path
+    if old.exists() and not (settings.store_path / INDEX_FILE).exists():
+        raise ConfigError(
+            f"{settings.data_dir} holds results in the format of backfarm before 0.2 ({old.name}); "
+            "convert them once with `backfarm store migrate` (the old file is kept)"
+        )
+    return settings.store_path

@@ -7,14 +7,17 @@ Aggregates use exactly-rounded sums (:func:`math.fsum`) so the result does not d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from backfarm.core.results import METRICS, AggregateRow, ResultRecord, metric_order
 from backfarm.errors import ValidationError, did_you_mean
+from backfarm.results import rows
 
 GROUP_KEYS: tuple[str, ...] = ("strategy", "symbol")
 """Fields :func:`aggregate_records` can group by."""
@@ -82,6 +85,45 @@ def rank(
     return ordered if n is None else ordered[: check_limit(n)]
 
 
+def best_positions(
+    values: np.ndarray, n: int, ascending: bool, ids_of: Callable[[np.ndarray], Sequence[str]]
+) -> np.ndarray:
+    """Positions in ``values`` (float64, NaN = undefined) of the best ``n``, in rank order: :func:`rank` on columns.
+
+    Ranks a million values in a few milliseconds without reading a job id it does not need: ``ids_of(positions)``
+    gives the job ids at ``positions`` and is asked only about the rows that make the cut and the rows tying with the
+    last of them (plus undefined rows when fewer than ``n`` values are defined).
+    """
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    valid = ~np.isnan(values)
+    defined = np.flatnonzero(valid)
+    key = values[defined] if ascending else -values[defined]
+    if len(defined) > n:
+        cut = np.partition(key, n - 1)[n - 1]
+        chosen = np.flatnonzero(key <= cut)  # the sure ones and every row tying with the n-th
+    else:
+        chosen = np.arange(len(defined))
+    picked = defined[chosen]
+    order = np.lexsort((_ids(ids_of, picked), key[chosen]))[:n]  # by value, then job id
+    best = picked[order]
+    if len(best) < n:
+        undefined = np.flatnonzero(~valid)
+        by_id = np.argsort(_ids(ids_of, undefined), kind="stable")[: n - len(best)]
+        best = np.concatenate([best, undefined[by_id]])
+    return best
+
+
+def _ids(ids_of: Callable[[np.ndarray], Sequence[str]], positions: np.ndarray) -> np.ndarray:
+    """Job ids at ``positions`` as a numpy array (``lexsort`` and ``argsort`` compare them as strings)."""
+    return np.array(ids_of(positions) if len(positions) else [], dtype=str)
+
+
+def bare(record: ResultRecord) -> ResultRecord:
+    """``record`` without ``extra`` (its pictures and notes): what ``top(..., pictures=False)`` returns."""
+    return dataclasses.replace(record, extra={})
+
+
 def record_json(record: ResultRecord) -> str:
     """The stored form of ``record``: key-sorted compact JSON that decodes to exactly ``record.to_dict()``.
 
@@ -110,6 +152,39 @@ def match_prefix(prefix: str, ids: Iterable[str]) -> str | None:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise ValidationError(f"sweep id prefix '{prefix}' is ambiguous (matches {shown}); give more characters")
     return matches[0] if matches else None
+
+
+AGGREGATE_COLUMNS: tuple[str, ...] = tuple(
+    rows.metric_column(m) for m in ("total_return", "sharpe", "max_drawdown", "trades", "wins")
+)
+"""The metric columns an aggregate reads, in the order :func:`aggregate_columns` takes them."""
+
+
+def aggregate_columns(keys: np.ndarray, values: Sequence[np.ndarray]) -> list[AggregateRow]:
+    """:func:`aggregate_records` of columns: ``keys`` (the ``by`` field of each result) and the columns of
+    :data:`AGGREGATE_COLUMNS`, numpy arrays that are masked where a value is undefined (as DuckDB hands them over)."""
+    keys = np.ma.getdata(keys)
+    defined = [~np.ma.getmaskarray(column) for column in values]
+    data = [np.ma.getdata(column) for column in values]
+    out = []
+    for key in sorted(set(keys.tolist())):
+        group = keys == key
+        total_return, sharpe, drawdown, trades, wins = (
+            d[group & ok].tolist() for d, ok in zip(data, defined, strict=True)
+        )
+        trade_count, win_count = int(sum(trades)), int(sum(wins))
+        out.append(
+            AggregateRow(
+                key=key,
+                results=int(group.sum()),
+                mean_return=math.fsum(total_return) / len(total_return) if total_return else None,
+                mean_sharpe=math.fsum(sharpe) / len(sharpe) if sharpe else None,
+                worst_drawdown=float(min(drawdown)) if drawdown else None,
+                trades=trade_count,
+                win_rate=win_count / trade_count if trade_count else None,
+            )
+        )
+    return out
 
 
 def aggregate_input(record: ResultRecord, by: str) -> AggregateInput:

@@ -330,7 +330,12 @@ class RedisStore(ResultStore):
 
     @_guarded
     def top(
-        self, metric: str, n: int, filters: Filters | None = None, ascending: bool | None = None
+        self,
+        metric: str,
+        n: int,
+        filters: Filters | None = None,
+        ascending: bool | None = None,
+        pictures: bool = True,
     ) -> list[ResultRecord]:
         """The best ``n`` results by ``metric``: defined values in order, then undefined ones by job id."""
         ranking.check_metric(metric)
@@ -340,7 +345,8 @@ class RedisStore(ResultStore):
         keys = [self.keys.board(metric), self.keys.nulls(metric), *self._filter_sets(filters)]
         ranked, ties, nulls = self._top(keys=keys, args=[n, "1" if high else "0"])
         candidates = sorted(set(ranked[0::2]) | set(ties[0::2]) | set(nulls))
-        return ranking.rank(self._records(candidates), metric, n, ascending)
+        found = ranking.rank(self._records(candidates), metric, n, ascending)
+        return found if pictures else [ranking.bare(r) for r in found]
 
     def _ids(self, filters: Filters | None) -> list[str]:
         sets = self._filter_sets(filters)

@@ -1,18 +1,20 @@
-"""The result-store contract. The embedded SQLite store and the Redis store implement it identically."""
+"""The result-store contract: :class:`ResultReader` (queries) and :class:`ResultStore` (queries and writes). The
+embedded store and the Redis store implement it identically."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Self
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Self
 
 from backfarm.core.results import AggregateRow, Conflict, Filters, PutReport, ResultRecord, SweepInfo, SweepRecord
 
+if TYPE_CHECKING:  # readers never load Arrow (see backfarm.results.duck); only writers hand tables over
+    import pyarrow as pa
 
-class ResultStore(ABC):
-    """Results keyed by job id, sweeps with manifests, rankings and aggregates.
+
+class ResultReader(ABC):
+    """Results keyed by job id, sweeps with manifests, rankings and aggregates: what a read-only command needs.
 
     Rules every implementation keeps:
 
@@ -24,25 +26,12 @@ class ResultStore(ABC):
     """
 
     @abstractmethod
-    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
-        """Store results, given as records or as one table of :mod:`backfarm.results.columns` (idempotent;
-        conflicts recorded, never overwritten)."""
-
-    @abstractmethod
     def get(self, job_id: str) -> ResultRecord | None:
         """One result by job id."""
 
     @abstractmethod
     def existing(self, job_ids: Iterable[str]) -> set[str]:
         """The subset of ``job_ids`` that already have a result."""
-
-    @abstractmethod
-    def create_sweep(self, sweep: SweepRecord) -> bool:
-        """Record a sweep and its manifest; returns False (and changes nothing) if it already exists."""
-
-    @abstractmethod
-    def mark_dead(self, sweep_id: str, job_ids: str | Sequence[str], reason: str) -> None:
-        """Give up on one job (or several) of a sweep, keeping the reason (the latest wins)."""
 
     @abstractmethod
     def pending(self, sweep_id: str) -> list[str]:
@@ -66,9 +55,15 @@ class ResultStore(ABC):
 
     @abstractmethod
     def top(
-        self, metric: str, n: int, filters: Filters | None = None, ascending: bool | None = None
+        self,
+        metric: str,
+        n: int,
+        filters: Filters | None = None,
+        ascending: bool | None = None,
+        pictures: bool = True,
     ) -> list[ResultRecord]:
-        """The best ``n`` results by ``metric`` (direction from :func:`metric_order` unless ``ascending`` is given)."""
+        """The best ``n`` results by ``metric`` (direction from :func:`metric_order` unless ``ascending`` is given);
+        ``pictures=False``: without the curves and trade lists in ``extra`` (what a table shows, read faster)."""
 
     @abstractmethod
     def iter_results(self, filters: Filters | None = None) -> Iterator[ResultRecord]:
@@ -90,3 +85,20 @@ class ResultStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResultStore(ResultReader):
+    """A :class:`ResultReader` that stores results and sweeps too."""
+
+    @abstractmethod
+    def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
+        """Store results, given as records or as one table of :mod:`backfarm.results.columns` (idempotent;
+        conflicts recorded, never overwritten)."""
+
+    @abstractmethod
+    def create_sweep(self, sweep: SweepRecord) -> bool:
+        """Record a sweep and its manifest; returns False (and changes nothing) if it already exists."""
+
+    @abstractmethod
+    def mark_dead(self, sweep_id: str, job_ids: str | Sequence[str], reason: str) -> None:
+        """Give up on one job (or several) of a sweep, keeping the reason (the latest wins)."""

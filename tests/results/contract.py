@@ -7,6 +7,8 @@ small and hand-made (:func:`make_record`); expected orders and aggregates are co
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 import time
 from typing import Any
@@ -232,6 +234,15 @@ def test_top_by_integer_metric_and_all_null_metric(store: ResultStore) -> None:
     assert ids(store.top("trades", 4, ascending=True)) == ["d", "a", "c", "b"]
     assert ids(store.top("win_rate", 3)) == ["a", "b", "c"]
     assert ids(store.top("fees_paid", 2)) == ["a", "b"]  # all tie: job id order
+
+
+def test_top_without_pictures_is_the_same_ranking_with_extra_left_empty(store: ResultStore) -> None:
+    curve = {"v": 1, "n": 3, "t0": 0, "dt": 60, "k": 1, "iw": 2, "data": "AQAAAIA/"}  # one point: step 1, equity 1.0
+    store.put([make_record(j, sharpe=s, extra={"equity": curve, "note": j}) for j, s in (("a", 1.0), ("b", 3.0))])
+    full = store.top("sharpe", 2)
+    bare = store.top("sharpe", 2, pictures=False)
+    assert [r.extra["note"] for r in full] == ["b", "a"] and full[0].extra["equity"] == curve
+    assert bare == [dataclasses.replace(r, extra={}) for r in full]
 
 
 def test_top_limits_and_validation(store: ResultStore) -> None:

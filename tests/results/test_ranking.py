@@ -6,7 +6,10 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backfarm.core.results import AggregateRow, ResultRecord
 from backfarm.errors import ValidationError
@@ -117,3 +120,32 @@ def test_record_json_decodes_to_the_record_with_sorted_keys() -> None:
     assert keys == sorted(keys)
     with_dataclass = make_record("b", extra={"point": _Point(1.5)})
     assert ranking.record_json(with_dataclass) == with_dataclass.to_json()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from([-1.5, 0.0, 2.0, 3.25]), st.floats(-1e6, 1e6)), max_size=40),
+    n=st.integers(0, 45),
+    ascending=st.booleans(),
+)
+def test_best_positions_ranks_columns_exactly_as_rank_ranks_records(
+    values: list[float | None], n: int, ascending: bool
+) -> None:
+    """Column ranking (what the columnar stores use) = the record ranking, with ties (few distinct values), nulls and
+    cuts anywhere; and it asks for the job ids of rows that make the cut or tie with it, no others."""
+    ids = [f"job{(i * 7919) % 101:03d}" for i in range(len(values))]  # distinct, not in position order
+    records = [make_record(j, sharpe=v) for j, v in zip(ids, values, strict=True)]
+    column = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    asked: list[int] = []
+
+    def ids_of(positions: np.ndarray) -> list[str]:
+        asked.extend(positions.tolist())
+        return [ids[p] for p in positions]
+
+    best = ranking.best_positions(column, n, ascending, ids_of)
+    expected = [r.job_id for r in ranking.rank(records, "sharpe", n, ascending)]
+    assert [ids[p] for p in best] == expected
+    defined = sorted(v for v in values if v is not None)
+    if n and len(defined) > n:
+        cut = (defined if ascending else defined[::-1])[n - 1]
+        assert all(values[p] is not None and (values[p] <= cut if ascending else values[p] >= cut) for p in asked)

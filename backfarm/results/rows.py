@@ -1,0 +1,85 @@
+"""The columns a stored result is made of, and a result read back from a row of them.
+
+No Arrow here: readers (``backfarm leaderboard``, the dashboard's queries) get rows from DuckDB as plain values and
+never pay for loading pyarrow. The Arrow schema and the tables writers build are in :mod:`backfarm.results.columns`.
+
+Identity fields have a column each under their own name, every metric has one named ``m_{metric}`` (null =
+undefined), and the pictures a record keeps in ``extra`` (the equity curve and trade list of
+:mod:`backfarm.engine.artifacts`) are structs of their integer fields and their raw bytes (not base64); anything else
+in ``extra`` is canonical JSON in the ``extra`` column.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from backfarm.core.results import METRICS, ResultRecord
+
+INT_METRICS = frozenset({"trades", "wins"})
+"""Metrics counted in whole numbers; every other metric is a float."""
+ARTIFACT_FORMAT = 1
+"""The artifact format (:data:`backfarm.engine.artifacts.FORMAT`) whose bytes get columns of their own."""
+EQUITY_FIELDS: tuple[str, ...] = ("n", "t0", "dt", "k", "iw")
+"""Integer fields of a stored equity curve (beside its ``data``)."""
+TRADES_FIELDS: tuple[str, ...] = ("n", "k")
+"""Integer fields of a stored trade list (beside its ``data``)."""
+IDENTITY: tuple[str, ...] = (
+    "job_id", "kind", "strategy", "strategy_version", "params", "symbol", "granularity", "start", "end", "source",
+    "costs", "capital", "candles_checksum", "engine_version", "bars", "gaps",
+)  # fmt: skip
+"""Columns holding a record's identity fields (``params`` and ``costs`` as canonical JSON text)."""
+FILTER_COLUMNS: tuple[str, ...] = ("strategy", "symbol", "granularity", "start", "end", "source", "kind")
+"""The record fields a query can filter on (the column has the field's name)."""
+PICTURES: tuple[str, ...] = ("equity", "trades", "extra")
+"""Columns only a whole record needs (rankings and aggregates never read them)."""
+
+
+def metric_column(metric: str) -> str:
+    """The column holding ``metric``."""
+    return f"m_{metric}"
+
+
+FACTS: tuple[str, ...] = (
+    *IDENTITY[:1],
+    "result_hash",
+    *IDENTITY[1:],
+    "created_at",
+    *(metric_column(m) for m in METRICS),
+)
+"""Every column but the pictures, in stored order."""
+
+
+def record(row: Mapping[str, Any]) -> ResultRecord:
+    """The record of one row (a mapping of column name to value, with or without the picture columns: without
+    them, ``extra`` is empty)."""
+    text = row.get("extra")
+    extra: dict[str, Any] = json.loads(text) if text is not None else {}
+    for name in ("equity", "trades"):
+        art = row.get(name)
+        if art is not None:
+            extra[name] = {"v": ARTIFACT_FORMAT, **{k: v for k, v in art.items() if k != "data"}}
+            extra[name]["data"] = base64.b64encode(art["data"]).decode("ascii")
+    return ResultRecord(
+        job_id=row["job_id"],
+        strategy=row["strategy"],
+        strategy_version=row["strategy_version"],
+        params=json.loads(row["params"]),
+        symbol=row["symbol"],
+        granularity=row["granularity"],
+        start=row["start"],
+        end=row["end"],
+        source=row["source"],
+        costs=json.loads(row["costs"]),
+        capital=row["capital"],
+        metrics={m: row[metric_column(m)] for m in METRICS},
+        candles_checksum=row["candles_checksum"],
+        engine_version=row["engine_version"],
+        bars=row["bars"],
+        gaps=row["gaps"],
+        kind=row["kind"],
+        created_at=row["created_at"],
+        extra={k: extra[k] for k in sorted(extra)},  # sorted, as canonical JSON (and so every record read back) has it
+    )
