@@ -28,9 +28,7 @@ class Duck:
     def __init__(self, spill: Path) -> None:
         self.lock = threading.Lock()
         try:
-            self.con = duckdb.connect(
-                config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill)}
-            )
+            self.con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill)})
         except duckdb.Error as exc:
             raise ConfigError(f"cannot start the query engine: {exc}") from None
 
