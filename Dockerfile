@@ -20,6 +20,6 @@ RUN groupadd --system --gid 10001 backfarm \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER backfarm
-RUN python -c "from backfarm.execution.runner import warm_up; warm_up()"
+RUN backfarm compile
 VOLUME ["/data"]
 CMD ["backfarm", "--help"]

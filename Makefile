@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/backfarm compile  # numba's kernels, so the first backtest does not wait ~20 s for them
 	touch $(STAMP)
 
 install: $(STAMP)

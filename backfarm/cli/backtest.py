@@ -35,6 +35,20 @@ TOP_DEFAULT = 10
 def register(app: typer.Typer) -> None:
     """Add the command to the root app."""
     app.command("backtest")(backtest)
+    app.command("compile")(compile_kernels)
+
+
+def compile_kernels() -> None:
+    """Compile the engine's kernels now, so the first backtest does not wait (`make install` runs this)."""
+    from backfarm.execution.runner import kernels_compiled, warm_up
+
+    if kernels_compiled():
+        state.console.print("the kernels are compiled (numba's cache is current)")
+        return
+    started = time.perf_counter()
+    with state.err_console.status("compiling the engine's kernels (numba, once per install) ..."):
+        warm_up()
+    state.console.print(f"compiled the engine's kernels in {time.perf_counter() - started:.0f} s")
 
 
 def backtest(
@@ -85,6 +99,7 @@ def backtest(
     if detach and not farm:
         raise ValidationError("--detach needs the farm: set BACKFARM_REDIS_URL or pass --redis URL")
     from backfarm.execution.local import LocalExecutor
+    from backfarm.execution.runner import kernels_compiled
     from backfarm.results.factory import open_store
     from backfarm.sweeps.run import run_sweep
     from backfarm.sweeps.spec import SweepSpec
@@ -97,6 +112,11 @@ def backtest(
         if farm:
             _farm_backtest(spec, settings, store, detach, top, curves)
             return
+        if not kernels_compiled():
+            state.err_console.print(
+                "compiling the engine's kernels first (numba, once per install: ~20 s; `backfarm compile` does it "
+                "ahead of time)"
+            )
         with _Bar() as bar:  # shown only once there is work, so errors print without a blank line
             outcome = run_sweep(spec, settings, store, LocalExecutor(settings, workers, bar), curves=curves)
         _report(outcome, store, top, time.perf_counter() - started)
