@@ -48,6 +48,7 @@ from benchmarks.common import (
 )
 from benchmarks.farm import bench_farm
 from benchmarks.references import bench_references
+from benchmarks.store import bench_store
 
 
 def run_bench(plan: Plan, settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -79,6 +80,7 @@ def run_bench(plan: Plan, settings: Settings, progress: Callable[[str], None]) -
         report["days_scaling"] = bench_scaling(plan, settings, progress) if plan.scaling else None
         report["references"] = bench_references(plan, settings, progress) if plan.references else None
         report["farm"] = bench_farm(plan, settings, progress) if plan.farm else None
+        report["store"] = bench_store(plan, settings, progress) if plan.store else None
     report["ratios"] = ratios(report)
     report["targets"] = targets(report)
     return report
@@ -258,30 +260,44 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
     if scaling and len(scaling["rows"]) > 1:
         out["scaling_last_vs_first"] = scaling["rows"][-1]["time_ratio"]
         out["scaling_bars_ratio"] = scaling["rows"][-1]["bars_ratio"]
+    store = report.get("store")
+    if store:
+        out["store_big_vs_empty"] = store["sweep_into"]["ratio"]
+        out["storage_vs_compute"] = store["storage_vs_compute"]["ratio"]
+        work = store["storage_vs_compute"]
+        per_process = work["compute_only_backtests_per_s"]["median"] / work["workers"]
+        out["compute_vs_memory_floor"] = per_process / report["per_core"]["memory_floor"]["backtests_per_s"]
     return out
 
 
 def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each of the issue's targets: the measured value and whether it is met (``None`` when not measured)."""
-    emb = _best_embedded(report)["backtests_per_s"]["median"]
+    """Each target: the measured value and whether it is met (``None`` when not measured)."""
     farm_runs = (report.get("farm") or {}).get("runs") or []
-    farm2 = farm_runs[-1]["backtests_per_s"]["median"] if farm_runs else None
+    store = report.get("store") or {}
     peaks = [report["memory"].get("parent_peak_mb"), report["memory"].get("child_peak_mb")]
     peaks += [row.get("peak_mb_per_process") for row in farm_runs]
     peaks.append((report.get("days_scaling") or {}).get("child_peak_mb"))
+    peaks.append((store.get("readers") or {}).get("peak_mb"))
+    peaks.append((store.get("storage_vs_compute") or {}).get("command_peak_mb"))
     peak = max((p for p in peaks if p is not None), default=None)
     scaling = report.get("days_scaling")
     rows = scaling["rows"] if scaling else []
     growth = rows[-1]["time_ratio"] / rows[-1]["bars_ratio"] if len(rows) > 1 else None
-    values: dict[str, tuple[float | None, float, bool]] = {
-        "embedded_backtests_per_s": (emb, TARGETS["embedded_backtests_per_s"], True),
-        "farm_2_workers_backtests_per_s": (farm2, TARGETS["farm_2_workers_backtests_per_s"], True),
-        "vs_vectorbt": (report["ratios"].get("vs_vectorbt"), TARGETS["vs_vectorbt"], True),
-        "screen_seconds": (report["screen"]["seconds"]["median"], TARGETS["screen_seconds"], False),
-        "peak_mb_per_process": (peak, TARGETS["peak_mb_per_process"], False),
-        "time_growth_vs_linear": (growth, TARGETS["time_growth_vs_linear"], False),
+    r = report["ratios"]
+    values: dict[str, float | None] = {
+        "store_big_vs_empty": r.get("store_big_vs_empty"),
+        "leaderboard_over_version_s": (store.get("readers") or {}).get("worst_over_version_s"),
+        "bytes_per_result": store.get("bytes_per_result"),
+        "storage_vs_compute": r.get("storage_vs_compute"),
+        "farm_vs_embedded": r.get("farm_vs_embedded"),
+        "vs_vectorbt": r.get("vs_vectorbt"),
+        "vs_backtesting_py": r.get("vs_backtesting_py"),
+        "screen_seconds": report["screen"]["seconds"]["median"],
+        "peak_mb_per_process": peak,
+        "time_growth_vs_linear": growth,
     }
-    return {
-        name: {"value": value, "target": target, "met": None if value is None else (value >= target) == higher}
-        for name, (value, target, higher) in values.items()
-    }
+    out = {}
+    for name, value in values.items():
+        target, higher = TARGETS[name]
+        out[name] = {"value": value, "target": target, "met": None if value is None else (value >= target) == higher}
+    return out

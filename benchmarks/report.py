@@ -55,13 +55,14 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     _print_scaling(report.get("days_scaling"), console)
     _print_references(report.get("references"), console)
     _print_farm(report.get("farm"), console)
+    _print_store(report.get("store"), console)
     out("\n[bold]ratios[/]")
     for name, value in report["ratios"].items():
         out(f"  {name:<32}{'—' if value is None else f'{value:,.2f}×'}")
     out("\n[bold]targets[/]")
     for name, row in report["targets"].items():
         verdict = "not measured" if row["met"] is None else ("[green]met[/]" if row["met"] else "[red]missed[/]")
-        value = "—" if row["value"] is None else f"{row['value']:,.2f}"
+        value = "—" if row["value"] is None else f"{row['value']:,.3g}" if row["value"] < 10 else f"{row['value']:,.0f}"
         out(f"  {name:<32}{value:>12}  (target {row['target']:,.2f})  {verdict}")
 
 
@@ -111,6 +112,39 @@ def _print_farm(farm: dict[str, Any] | None, console: Console) -> None:
             f"{_mb(row['peak_mb_per_process'])} per process; --no-curves "
             f"{row['no_curves_backtests_per_s']['median']:,.0f}/s"
         )
+
+
+def _print_store(store: dict[str, Any] | None, console: Console) -> None:
+    if not store:
+        return
+    out = console.print
+    build = store["build"]
+    out(
+        f"\n[bold]result store at {store['size']:,} results[/] (embedded; built through put in {build['put_s']:.0f} s, "
+        f"compacted in {build['compact_s']:.0f} s into {build['parts']} parts):"
+    )
+    into = store["sweep_into"]
+    out(
+        f"  standard sweep ({into['jobs']:,} jobs, new ids each round), empty store: "
+        f"{fmt_stats(into['empty_backtests_per_s'])}"
+    )
+    out(f"  the same into the big store: {fmt_stats(into['big_backtests_per_s'])} → ×{into['ratio']:.2f}")
+    readers = store["readers"]
+    out(f"  `backfarm --version`: {fmt_stats(readers['version_s'], ' s', 3)}")
+    for name, row in readers["commands"].items():
+        out(
+            f"  `leaderboard {name}`: {fmt_stats(row['seconds'], ' s', 3)} → +{row['over_version_s']:.3f} s, "
+            f"peak {_mb(row['peak_mb'])}"
+        )
+    size = store["bytes_per_result"]
+    out(f"  on disk: {size:,.0f} bytes per result, pictures included ({store['results']:,} results)")
+    work = store["storage_vs_compute"]
+    out(
+        f"  {work['jobs']:,}-job sweep on {work['workers']} processes, end to end: "
+        f"{fmt_stats(work['end_to_end_backtests_per_s'])}"
+    )
+    out(f"  the same batches computed, nothing stored: {fmt_stats(work['compute_only_backtests_per_s'])}")
+    out(f"  `backfarm backtest` of that sweep: peak {_mb(work['command_peak_mb'])} (its process and its pool's)")
 
 
 def json_default(value: object) -> object:

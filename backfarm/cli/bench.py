@@ -44,17 +44,23 @@ def bench(
         bool | None,
         typer.Option("--farm/--no-farm", help="Time the farm with 1 and 2 workers (default: when Redis is set)."),
     ] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Time the result store at --store-size results.")
+    ] = True,
+    store_size: Annotated[int, typer.Option(help="Results in the big store.")] = 1_000_000,
     days: Annotated[int, typer.Option(help="Days of 1-minute bars per window.")] = STANDARD_DAYS,
     symbols: Annotated[int, typer.Option(help="Symbols in the sweep (1-5).")] = SYMBOLS,
     strategies: Annotated[str | None, typer.Option(help="Comma-separated strategies (default: all five).")] = None,
     scaling_days: Annotated[str, typer.Option(help="Window lengths for --days-scaling.")] = "30,90,365",
 ) -> None:
     """Benchmark backfarm: backtests/s on the standard sweep (embedded, farm), the 25-backtest screen, peak memory,
-    scaling with bars, and ratios to vectorbt and backtesting.py."""
+    the result store at a million results, scaling with bars, and ratios to vectorbt and backtesting.py."""
     if repeats < 1:
         raise ValidationError(f"--repeats must be at least 1, got {repeats}")
     if days < 1:
         raise ValidationError(f"--days must be at least 1, got {days}")
+    if store_size < 1:
+        raise ValidationError(f"--store-size must be at least 1, got {store_size}")
     if not 1 <= symbols <= SYMBOLS:
         raise ValidationError(f"--symbols must be between 1 and {SYMBOLS}, got {symbols}")
     lengths = _parse_days(scaling_days)
@@ -78,6 +84,8 @@ def bench(
         references=references,
         farm=farm if farm is not None else bool(settings.redis_url),
         redis_url=settings.redis_url,
+        store=store,
+        store_size=store_size,
     )
     progress = (lambda text: None) if as_json else (lambda text: state.err_console.print(f"[dim]{text}[/]"))
     try:
