@@ -8,7 +8,6 @@ small and hand-made (:func:`make_record`); expected orders and aggregates are co
 from __future__ import annotations
 
 import dataclasses
-
 import random
 import time
 from typing import Any
