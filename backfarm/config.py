@@ -70,7 +70,7 @@ class Settings:
     """Farm: runs of one job before it is given up as dead (``BACKFARM_MAX_ATTEMPTS``)."""
     worker_max_tasks_per_child: int = 200
     """Farm: a worker process is replaced after this many batches (``BACKFARM_WORKER_MAX_TASKS_PER_CHILD``)."""
-    worker_memo_mb: float = 512.0
+    worker_memo_mb: float = 192.0
     """Farm: candle memory kept per worker process, MiB (``BACKFARM_WORKER_MEMO_MB``)."""
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ from backfarm import __version__
 from backfarm._util.cpu import default_workers
 from backfarm.config import Settings
 from backfarm.core.candles import Candles
-from backfarm.execution.runner import run_job, warm_up
+from backfarm.execution.runner import run_jobs, warm_up
 from backfarm.strategies.indicators import Indicators
 from backfarm.sweeps.expand import Expansion
 from backfarm.sweeps.run import expand_spec, prepare_data
@@ -164,13 +164,11 @@ def bench_per_core(plan: Plan, settings: Settings) -> dict[str, Any]:
     total_s, total_jobs = 0.0, 0
     for name in sorted({job.strategy for job in expansion.jobs}):
         jobs = [job for job in expansion.jobs if job.strategy == name]
-        for job in jobs:  # warm: the grid's indicators are computed once, as in a batch
-            run_job(job, candles, indicators)
+        run_jobs(jobs, candles, indicators)  # warm: the grid's indicators are computed once, as in a batch
         runs = []
         for _ in range(plan.repeats):
             started = time.perf_counter()
-            for job in jobs:
-                run_job(job, candles, indicators)
+            run_jobs(jobs, candles, indicators)  # one batch: the results built as one table, as a sweep does
             runs.append((time.perf_counter() - started) / len(jobs))
         out["strategies"][name] = {"grid": len(jobs), "us_per_backtest": stats([r * 1e6 for r in runs])}
         total_s += statistics.median(runs) * len(jobs)

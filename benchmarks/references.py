@@ -15,7 +15,7 @@ import pandas as pd
 from backfarm.config import Settings
 from backfarm.core.candles import Candles
 from backfarm.core.costs import Costs
-from backfarm.execution.runner import run_job
+from backfarm.execution.runner import run_jobs
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
 from backfarm.sweeps.expand import Expansion
@@ -75,8 +75,8 @@ def _backfarm_sma(
         counts = []
         for candles in data:
             indicators = Indicators(candles)  # fresh each round: indicator work is part of a backtest's cost
-            for job in jobs_of[candles.symbol]:
-                counts.append(int(run_job(job, candles, indicators).metrics["trades"] or 0))
+            table = run_jobs(jobs_of[candles.symbol], candles, indicators).results  # one batch, as a sweep runs it
+            counts += [int(n or 0) for n in table.column("m_trades").to_pylist()]
         if r:  # the first round warms up
             runs.append(time.perf_counter() - started)
         trades = [counts[i : i + len(grid)] for i in range(0, len(counts), len(grid))]

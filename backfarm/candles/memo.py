@@ -17,21 +17,32 @@ from backfarm.strategies.indicators import Indicators
 class _Entry:
     candles: Candles
     indicators: Indicators
-    nbytes: int
+
+    @property
+    def nbytes(self) -> int:
+        """What the entry holds now: the candle columns and every indicator computed on them so far."""
+        c = self.candles
+        columns = (c.ts, c.open, c.high, c.low, c.close, c.volume)
+        return sum(int(a.nbytes) for a in columns) + self.indicators.nbytes
+
+
+DEFAULT_BYTES = 128 * 2**20
+"""A local process's memo: a few windows (batches come grouped by window, so a process rarely needs more)."""
 
 
 class CandleMemo:
     """Candles and their indicators per data key, kept in memory up to ``max_bytes`` (least recently used first out).
 
     One per process: a worker that gets another batch of the same window reuses both the arrays and every indicator
-    already computed on them.
+    already computed on them. Indicators grow after an entry is handed out (strategies compute them), so the bytes
+    are counted again, from the arrays themselves, whenever an entry is added: a 30-day window of 1-minute bars with
+    the indicators of every built-in grid holds ~40 MB, several times its candles.
     """
 
-    def __init__(self, settings: Settings, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, settings: Settings, max_bytes: int = DEFAULT_BYTES) -> None:
         self.settings = settings
         self.max_bytes = max_bytes
         self._entries: OrderedDict[DataKey, _Entry] = OrderedDict()
-        self._bytes = 0
 
     def get(self, key: DataKey, fetch: bool = True) -> tuple[Candles, Indicators]:
         """The candles of ``key`` = (source, symbol, granularity, start, end) and their shared indicators."""
@@ -39,10 +50,8 @@ class CandleMemo:
         if entry is None:
             source, symbol, granularity, start, end = key
             candles = load_candles(self.settings, source, symbol, granularity, parse_iso(start), parse_iso(end), fetch)
-            # Indicators grow as strategies ask for them; budget a multiple of the raw columns for them.
-            entry = _Entry(candles, Indicators(candles), nbytes=int(candles.close.nbytes) * 6 * 4)
+            entry = _Entry(candles, Indicators(candles))
             self._entries[key] = entry
-            self._bytes += entry.nbytes
             self._evict(keep=key)
         else:
             self._entries.move_to_end(key)
@@ -51,9 +60,7 @@ class CandleMemo:
     def put(self, key: DataKey, candles: Candles) -> None:
         """Seed the memo with candles already loaded (the CLI loads them during validation)."""
         if key not in self._entries:
-            entry = _Entry(candles, Indicators(candles), nbytes=int(candles.close.nbytes) * 6 * 4)
-            self._entries[key] = entry
-            self._bytes += entry.nbytes
+            self._entries[key] = _Entry(candles, Indicators(candles))
             self._evict(keep=key)
 
     def prepare_for_fork(self) -> None:
@@ -62,10 +69,17 @@ class CandleMemo:
         for entry in self._entries.values():
             _ = entry.candles.checksum
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return sum(entry.nbytes for entry in self._entries.values())
+
     def _evict(self, keep: DataKey) -> None:
-        while self._bytes > self.max_bytes and len(self._entries) > 1:
+        """Drop the least recently used entries (never ``keep``) until what is held fits in ``max_bytes``."""
+        held = self.nbytes
+        while held > self.max_bytes and len(self._entries) > 1:
             key, entry = next(iter(self._entries.items()))
             if key == keep:
                 break
+            held -= entry.nbytes
             del self._entries[key]
-            self._bytes -= entry.nbytes

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from backfarm.cli import state
-from backfarm.cli.output import aggregate_table, flat_row, source_label, sweeps_table, to_csv, top_table
+from backfarm.cli.output import aggregate_table, source_label, sweeps_table, to_csv, top_table
 from backfarm.core.results import FILTER_FIELDS, METRICS, Filters, ResultRecord
 from backfarm.errors import ValidationError, did_you_mean
+from backfarm.results.rows import flat_row
 
 if TYPE_CHECKING:
     from backfarm.results.store import ResultReader
@@ -142,17 +143,19 @@ def results(
     sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")],
     out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")],
 ) -> None:
-    """Write one row per job of a sweep — every metric, parameters as columns — to Parquet or CSV."""
+    """Write one row per job of a sweep — every metric, parameters as columns — to Parquet or CSV, streaming (a page
+    of results in memory at a time; the file appears complete or not at all)."""
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ValidationError(f"--out must end in .parquet or .csv, got {out.name!r}")
+    from backfarm.results.export import export_sweep
+
     with _store() as store:
         sweep_id = _resolve_sweep(store, sweep)
-        rows = [flat_row(r) for r in store.iter_results(Filters(sweep=sweep_id))]
-    if suffix == ".csv":
-        out.write_text(to_csv(rows))
-    else:
-        import pandas as pd
-
-        pd.DataFrame(rows).to_parquet(out, index=False)
-    state.err_console.print(f"wrote {len(rows):,} results of sweep {sweep_id} to {out}")
+        if sweep_id is None:
+            raise ValidationError("no sweeps yet: run `backfarm backtest`")
+        info = store.sweep(sweep_id)
+        total = info.done if info else 0
+        with state.err_console.status(f"exporting {total:,} results of sweep {sweep_id} ..."):
+            written = export_sweep(store, sweep_id, out)
+    state.err_console.print(f"wrote {written:,} results of sweep {sweep_id} to {out}")

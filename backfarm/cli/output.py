@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from backfarm.core.formatting import fmt_metric, fmt_params, short_window
-from backfarm.core.results import METRICS, AggregateRow, ResultRecord, SweepInfo
+from backfarm.core.results import AggregateRow, ResultRecord, SweepInfo
 
 SYNTHETIC_NOTE = "synthetic (generated candles, not market data)"
 
@@ -96,33 +95,6 @@ def sweeps_table(sweeps: Iterable[SweepInfo]) -> Table:
             state,
         )
     return table
-
-
-def flat_row(record: ResultRecord) -> dict[str, Any]:
-    """One job as a flat row: identity, every metric, and each parameter as its own column."""
-    row: dict[str, Any] = {
-        "job_id": record.job_id,
-        "kind": record.kind,
-        "strategy": record.strategy,
-        "strategy_version": record.strategy_version,
-        "symbol": record.symbol,
-        "granularity": record.granularity,
-        "start": record.start,
-        "end": record.end,
-        "source": record.source,
-        "bars": record.bars,
-        "gaps": record.gaps,
-        "capital": record.capital,
-        "fee_bps": record.costs.get("fee_bps"),
-        "spread_bps": record.costs.get("spread_bps"),
-        "slippage_bps": record.costs.get("slippage_bps"),
-    }
-    for name in METRICS:
-        row[name] = record.metrics.get(name)
-    for key, value in record.params.items():
-        row[key if key not in row else f"param_{key}"] = value
-    row["params"] = json.dumps(record.params, sort_keys=True)
-    return row
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

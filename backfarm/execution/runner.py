@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,16 +45,23 @@ class BatchOutcome:
 
 def run_batch(batch: Batch, memo: CandleMemo, skip: set[str] | None = None) -> BatchOutcome:
     """Run every job of ``batch`` not in ``skip``; a job whose strategy raises is reported failed, not fatal."""
+    candles, indicators = memo.get(batch.data_key)
+    jobs = [job for job in batch.jobs if not skip or job.job_id not in skip]
+    return run_jobs(jobs, candles, indicators, batch.curves)
+
+
+def run_jobs(jobs: Sequence[Job], candles: Candles, indicators: Indicators, curves: bool = True) -> BatchOutcome:
+    """Run ``jobs`` (all on ``candles``, sharing ``indicators``) into one table: what :func:`run_batch` does once it
+    has the window."""
     started = time.perf_counter()
     outcome = BatchOutcome()
-    candles, indicators = memo.get(batch.data_key)
+    if not jobs:
+        return outcome
     rows = columns.Builder()
-    shared = _Shared(candles, batch.jobs[0])
-    for job in batch.jobs:
-        if skip and job.job_id in skip:
-            continue
+    shared = _Shared(candles, jobs[0])
+    for job in jobs:
         try:
-            _add(rows, job, candles, indicators, batch.curves, shared)
+            _add(rows, job, candles, indicators, curves, shared)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken strategy must not take the batch down
@@ -196,6 +204,8 @@ def warm_up() -> None:
     ts = np.array([int((start + timedelta(minutes=i)).timestamp()) * 10**9 for i in range(n)], dtype=np.int64)
     candles = Candles("synthetic", "WARM-USD", "1m", ts, open_, high, low, close, np.ones(n))
     indicators = Indicators(candles)
+    for name in ("sma", "stdev", "ema", "zscore", "highest", "lowest", "roc", "rsi", "atr"):
+        getattr(indicators, name)(10)  # every indicator a strategy (a built-in or the user's own) may ask for
     costs = Costs(stop_loss_bps=100.0, take_profit_bps=100.0)
     for strategy in all_strategies().values():
         for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:

@@ -83,3 +83,46 @@ def record(row: Mapping[str, Any]) -> ResultRecord:
         created_at=row["created_at"],
         extra={k: extra[k] for k in sorted(extra)},  # sorted, as canonical JSON (and so every record read back) has it
     )
+
+
+FLAT: dict[str, str] = {
+    "job_id": "text", "kind": "text", "strategy": "text", "strategy_version": "text", "symbol": "text",
+    "granularity": "text", "start": "text", "end": "text", "source": "text", "bars": "int", "gaps": "int",
+    "capital": "float", "fee_bps": "float", "spread_bps": "float", "slippage_bps": "float",
+    **{m: "int" if m in INT_METRICS else "float" for m in METRICS},
+}  # fmt: skip
+"""The columns of a flat row before the parameters, with their kind."""
+
+
+def param_column(name: str) -> str:
+    """The flat-row column of parameter ``name`` (prefixed when it would clash with a fixed column)."""
+    return f"param_{name}" if name in FLAT else name
+
+
+def flat_row(record: ResultRecord) -> dict[str, Any]:
+    """One result as a flat row (for tables and exports): identity, costs, every metric, each parameter as a column
+    of its own (:func:`param_column`), and ``params`` as JSON."""
+    costs = record.costs
+    row: dict[str, Any] = {
+        "job_id": record.job_id,
+        "kind": record.kind,
+        "strategy": record.strategy,
+        "strategy_version": record.strategy_version,
+        "symbol": record.symbol,
+        "granularity": record.granularity,
+        "start": record.start,
+        "end": record.end,
+        "source": record.source,
+        "bars": record.bars,
+        "gaps": record.gaps,
+        "capital": record.capital,
+        "fee_bps": costs.get("fee_bps"),
+        "spread_bps": costs.get("spread_bps"),
+        "slippage_bps": costs.get("slippage_bps"),
+    }
+    for name in METRICS:
+        row[name] = record.metrics.get(name)
+    for key, value in record.params.items():
+        row[param_column(key)] = value
+    row["params"] = json.dumps(record.params, sort_keys=True)
+    return row

@@ -236,6 +236,11 @@ class Indicators:
         self.n = int(self.close.shape[0])
         self._cache: dict[tuple[str, int], np.ndarray] = {}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the indicators computed so far (what a memo of them must budget for)."""
+        return sum(arr.nbytes for arr in list(self._cache.values()))
+
     def _get(self, name: str, w: int, compute: Callable[[int], np.ndarray]) -> np.ndarray:
         w = _window(w)
         out = self._cache.get((name, w))
