@@ -17,4 +17,9 @@ def canonical_json(obj: Any) -> str:
 
 def short_hash(payload: Any, length: int = ID_LENGTH) -> str:
     """Hex digest of the canonical JSON of ``payload``."""
-    return hashlib.blake2b(canonical_json(payload).encode(), digest_size=16).hexdigest()[:length]
+    return text_hash(canonical_json(payload), length)
+
+
+def text_hash(text: str, length: int = ID_LENGTH) -> str:
+    """:func:`short_hash` of a payload whose canonical JSON is ``text``."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()[:length]

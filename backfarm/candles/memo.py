@@ -26,8 +26,9 @@ class _Entry:
         return sum(int(a.nbytes) for a in columns) + self.indicators.nbytes
 
 
-DEFAULT_BYTES = 128 * 2**20
-"""A local process's memo: a few windows (batches come grouped by window, so a process rarely needs more)."""
+DEFAULT_BYTES = 64 * 2**20
+"""A local process's memo: a window or two (batches come grouped by window, so a process rarely needs more; a
+30-day window of 1-minute bars with every built-in grid's indicators is ~40 MB)."""
 
 
 class CandleMemo:

@@ -130,6 +130,33 @@ def result_hash(metrics: Mapping[str, Any], candles_checksum: str, engine_versio
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def round_and_hash(
+    metrics: Mapping[str, Any], candles_checksum: str, engine_version: str
+) -> tuple[dict[str, float | int | None], str]:
+    """``{m: round_metric(metrics[m]) for m in METRICS}`` and :func:`result_hash` of them, in one pass: each
+    value is formatted once (the hash's text and the rounded value come from the same digits). What the runner
+    calls for every result it builds."""
+    rounded: dict[str, float | int | None] = {}
+    texts: dict[str, str] = {}
+    for name in METRICS:
+        value = metrics.get(name)
+        text = _rounded_text(value) if value.__class__ is float else None
+        if text is not None:
+            rounded[name] = float(text)
+        else:
+            rounded[name] = round_metric(value)
+            text = _json_scalar(rounded[name])
+            if text is None:
+                return rounded, result_hash(rounded, candles_checksum, engine_version)
+        texts[name] = text
+    head, tail = _json_scalar(candles_checksum), _json_scalar(engine_version)
+    if head is None or tail is None:
+        return rounded, result_hash(rounded, candles_checksum, engine_version)
+    body = ",".join(key + texts[name] for name, key in _HASH_KEYS)
+    text = '{"candles":' + head + ',"engine":' + tail + ',"metrics":{' + body + "}}"
+    return rounded, hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 _HASH_KEYS: tuple[tuple[str, str], ...] = tuple((k, f"{_json_string(k)}:") for k in sorted(METRICS))
 """(metric, its JSON key) in canonical (sorted) order."""
 

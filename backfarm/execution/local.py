@@ -56,7 +56,7 @@ BATCHES_PER_WORKER = 8
 """Batches per worker process the planner aims for: enough that the last one to finish leaves little idle time."""
 MIN_BATCH, MAX_BATCH = 8, 256
 """Bounds on jobs per batch (the unit a process takes, and the granularity of load balancing)."""
-COMMIT_ROWS = 200
+COMMIT_ROWS = 2000
 """A pool process commits once it holds this many results (fewer, larger transactions: see :func:`_child`)..."""
 COMMIT_EVERY_S = 1.0
 """...or once this long has passed since its last commit, so an interrupt loses little and progress keeps moving."""
@@ -328,7 +328,7 @@ class _Receiver:
 
 def _send(conn: Connection, kind: str, payload: object, failed: dict[str, str]) -> None:
     """Child → parent messages are JSON, like every other message in backfarm; results follow as Arrow IPC (data,
-    not code: nothing is unpickled)."""
+    not code: no object is ever rebuilt from bytes)."""
     if isinstance(payload, pa.Table):
         conn.send_bytes(json.dumps([kind, None, failed]).encode())
         sink = pa.BufferOutputStream()

@@ -48,13 +48,14 @@ SCHEMA = pa.schema(
 
 class Builder:
     """The rows of a results table, added one result at a time from plain values: the path results take from the
-    engine to storage without becoming :class:`ResultRecord` objects (and the one :func:`table` takes too)."""
+    engine to storage without becoming :class:`ResultRecord` objects (and the one :func:`table` takes too). Rows are
+    kept as tuples in :data:`SCHEMA` order and turned into columns once, by :meth:`table`."""
 
     def __init__(self) -> None:
-        self._columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
+        self._rows: list[tuple[Any, ...]] = []
 
     def __len__(self) -> int:
-        return len(self._columns["job_id"])
+        return len(self._rows)
 
     def add(
         self,
@@ -66,22 +67,56 @@ class Builder:
     ) -> None:
         """One result: ``identity`` holds every other field of a record by its name (``params`` and ``costs`` as
         canonical JSON text), ``metrics`` its (rounded) metrics. Artifacts in ``extra`` may carry their data as bytes
-        or as base64 text."""
-        cols = self._columns
-        for name in IDENTITY:
-            cols[name].append(identity[name])
-        cols["result_hash"].append(result_hash)
-        cols["created_at"].append(created_at)
-        for m in METRICS:
-            cols[f"m_{m}"].append(_metric(metrics.get(m)))
+        or as base64 text; artifacts that are not of the known format stay in ``extra`` (JSON)."""
         rest = dict(extra)
-        cols["equity"].append(_take_artifact(rest, "equity", EQUITY_FIELDS))
-        cols["trades"].append(_take_artifact(rest, "trades", TRADES_FIELDS))
-        cols["extra"].append(canonical_json(rest) if rest else None)
+        equity = _take_artifact(rest, "equity", EQUITY_FIELDS)
+        trades = _take_artifact(rest, "trades", TRADES_FIELDS)
+        self.append(
+            identity["job_id"],
+            result_hash,
+            tuple(identity[name] for name in IDENTITY[1:]),
+            created_at,
+            {m: _metric(metrics.get(m)) for m in METRICS},
+            equity,
+            trades,
+            canonical_json(rest) if rest else None,
+        )
+
+    def append(
+        self,
+        job_id: str,
+        result_hash: str,
+        identity: tuple[Any, ...],
+        created_at: float,
+        metrics: Mapping[str, float | int | None],
+        equity: Mapping[str, Any] | None,
+        trades: Mapping[str, Any] | None,
+        extra: str | None,
+    ) -> None:
+        """One result from values already in their stored form: ``identity`` the fields of ``IDENTITY[1:]`` in
+        order, the artifacts as struct rows (their fields with ``data`` as bytes; other keys are ignored), ``extra``
+        as canonical JSON or ``None``. No checks: the caller built them (the runner does, for every result)."""
+        self._rows.append(
+            (
+                job_id,
+                result_hash,
+                *identity,
+                created_at,
+                *[_metric(metrics.get(m)) for m in METRICS],
+                equity,
+                trades,
+                extra,
+            )
+        )
 
     def table(self) -> pa.Table:
         """The rows added so far, as a table of :data:`SCHEMA`."""
-        return pa.table(self._columns, schema=SCHEMA)
+        if not self._rows:
+            return SCHEMA.empty_table()
+        return pa.Table.from_arrays(
+            [pa.array(column, type=f.type) for column, f in zip(zip(*self._rows, strict=True), SCHEMA, strict=True)],
+            schema=SCHEMA,
+        )
 
 
 def _metric(value: float | int | None) -> float | int | None:

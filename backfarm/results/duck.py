@@ -10,7 +10,8 @@ imports pandas on its first conversion (0.4 s here: pyarrow imports it whenever 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,21 @@ from backfarm.errors import ConfigError
 
 MEMORY_LIMIT = "256MB"
 """DuckDB's memory for one store's queries (the rest of the process keeps its own; sorts beyond it spill)."""
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C during a query is a Ctrl-C: DuckDB notices the signal, stops the query and reports it as an error of
+    its own (an ``InterruptException``, or a ``RuntimeError`` saying the query was interrupted), which would
+    otherwise end a command as a crash instead of exit 130."""
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except RuntimeError as exc:
+        if "interrupted" in str(exc).lower():
+            raise KeyboardInterrupt from None
+        raise
 
 
 class Duck:
@@ -34,19 +50,19 @@ class Duck:
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Every row of one query."""
-        with self.lock:
+        with self.lock, _interruptible():
             return self.con.execute(sql, dict(params or {})).fetchall()
 
     def named(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every row of one query, as column name → value."""
-        with self.lock:
+        with self.lock, _interruptible():
             cursor = self.con.execute(sql, dict(params or {}))
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def columns(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One query's result as numpy arrays by column name (masked where null)."""
-        with self.lock:
+        with self.lock, _interruptible():
             return dict(self.con.execute(sql, dict(params or {})).fetchnumpy())
 
     def close(self) -> None:

@@ -130,21 +130,22 @@ def expand(
     spans_iso = [(iso(a), iso(b)) for a, b in spans]  # formatted once per window, not once per job
     for symbol, (w_start, w_end) in product(symbols, spans_iso):
         for strategy, sets in param_sets:
-            for params in sets:
-                jobs.append(
-                    Job(
-                        strategy=strategy.name,
-                        strategy_version=strategy.version,
-                        params=params,
-                        symbol=symbol,
-                        granularity=spec.granularity,
-                        start=w_start,
-                        end=w_end,
-                        source=spec.source,
-                        costs=costs,
-                        capital=float(spec.capital),
-                    )
-                )
+            if not sets:
+                continue
+            first = Job(
+                strategy=strategy.name,
+                strategy_version=strategy.version,
+                params=sets[0],
+                symbol=symbol,
+                granularity=spec.granularity,
+                start=w_start,
+                end=w_end,
+                source=spec.source,
+                costs=costs,
+                capital=float(spec.capital),
+            )
+            job_id = Job.id_maker(first)  # the shared fields encoded once per (symbol, window, strategy)
+            jobs += [replace(first, params=params, job_id=job_id(params)) for params in sets]
     return Expansion(spec=replace(spec), jobs=tuple(jobs), windows=tuple(spans))
 
 

@@ -21,7 +21,9 @@ def _stored(path: Path) -> int:
 
 def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
     env = {**os.environ, "BACKFARM_DATA_DIR": str(tmp_path), "BACKFARM_REDIS_URL": ""}
-    cmd = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "180",
+    # Long windows (a year of 1-minute bars): the sweep runs for seconds after its first commit, so the interrupt
+    # lands in the middle of it (commits come every second or every 2,000 results).
+    cmd = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "365",
            "--workers", "2", "--top", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

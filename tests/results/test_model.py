@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from backfarm._util.ids import canonical_json
-from backfarm.core.results import METRICS, _json_scalar, _rounded_text, round_metric
+from backfarm.core.results import METRICS, _json_scalar, _rounded_text, result_hash, round_and_hash, round_metric
 from tests.results.contract import make_record
 
 EDGES = [
@@ -55,3 +58,26 @@ def test_the_result_hash_is_the_hash_of_the_canonical_payload() -> None:
         }
         expected = hashlib.blake2b(canonical_json(payload).encode(), digest_size=16).hexdigest()
         assert record.result_hash == expected, metrics
+
+
+@hyp_settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(-(2**62), 2**62),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 1e12, 1.5e13, 9.99999999999e15, 1e16, 5e-324, 2.2250738585072014e-308]),
+        ),
+        min_size=len(METRICS),
+        max_size=len(METRICS),
+    )
+)
+def test_round_and_hash_is_round_metric_and_result_hash_in_one_pass(values: list[float | int | None]) -> None:
+    """The runner's one-pass rounding and hashing gives the values and the hash of the definitions, for every kind
+    of value (ints, undefined, non-finite, the exponents where %g and repr spell numbers differently, subnormals)."""
+    metrics = dict(zip(METRICS, values, strict=True))
+    rounded, digest = round_and_hash(metrics, "c0ffee", "1")
+    assert rounded == {m: round_metric(metrics[m]) for m in METRICS}
+    assert [type(v) for v in rounded.values()] == [type(round_metric(metrics[m])) for m in METRICS]
+    assert digest == result_hash(metrics, "c0ffee", "1")

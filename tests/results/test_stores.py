@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -413,3 +414,26 @@ def test_redis_client_is_configured(redis_url: str) -> None:
         assert isinstance(store.conn.client, redis.Redis)
         store.close()  # a store given a connection leaves it open for its owner
         assert store.get("nothing") is None
+
+
+def test_an_interrupted_query_is_a_keyboard_interrupt(tmp_path: Path) -> None:
+    """Ctrl-C while DuckDB runs a query ends a command with exit 130 like anywhere else, not as a crash: DuckDB's own
+    report of the interruption comes out as KeyboardInterrupt."""
+    with EmbeddedStore(tmp_path / "results") as store:
+        outcome: list[BaseException | None] = []
+
+        def long_query() -> None:
+            try:
+                store.duck.rows("SELECT count(*) FROM range(100000000000)")  # minutes, unless interrupted
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects what came out
+                outcome.append(exc)
+
+        worker = threading.Thread(target=long_query)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while worker.is_alive() and time.monotonic() < deadline:
+            store.duck.con.interrupt()  # until the query has started and stopped
+            worker.join(timeout=0.05)
+        assert not worker.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)

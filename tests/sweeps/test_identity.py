@@ -8,14 +8,19 @@ The values below were computed for engine version 1 and strategy interface versi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
+from backfarm.core.costs import Costs
+from backfarm.core.jobs import Job
 from backfarm.execution.runner import run_job
 from backfarm.sweeps.expand import expand
 from backfarm.sweeps.spec import SweepSpec
@@ -75,3 +80,20 @@ def test_example_metrics_are_pinned(results: list[tuple[str, str, dict[str, floa
         assert metrics["sharpe"] == sharpe
         assert metrics["total_return"] == total_return
         assert metrics["trades"] == trades
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    params=st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False)),
+        max_size=5,
+    )
+)
+def test_ids_made_from_a_shared_template_are_the_ids_of_the_jobs(params: dict[str, int | float]) -> None:
+    """Expansion builds ids from the template text of a (symbol, window, strategy) with each parameter set in its
+    slot: for any keys (escapes, non-ASCII) and values (huge ints, -0.0, tiny and huge floats) they are the ids a Job
+    computes from its own identity."""
+    template = Job("momentum", "1", {"lookback": 10}, "BTC-USD", "1m", "2026-01-01T00:00:00Z",
+                   "2026-02-01T00:00:00Z", "synthetic", Costs(), 10_000.0)  # fmt: skip
+    assert Job.id_maker(template)(params) == dataclasses.replace(template, params=params, job_id="").job_id
