@@ -31,6 +31,7 @@ from backfarm.engine.backtest import run_backtest
 from backfarm.engine.downsample import MAX_POINTS
 from backfarm.errors import ConfigError
 from backfarm.results import columns
+from backfarm.results.rows import stored_row
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import all_strategies, get_strategy
 
@@ -158,7 +159,7 @@ def _add(
     )  # the fields of rows.IDENTITY[1:], in order
     pictures = artifacts(result, candles, raw=True) if curves else {}
     equity, trades = pictures.get("equity"), pictures.get("trades")
-    rows.append(job.job_id, digest, identity, time.time(), metrics, equity, trades, None)
+    rows.append(stored_row(job.job_id, digest, identity, time.time(), metrics, equity, trades, None))
 
 
 def _params_json(params: Mapping[str, Any]) -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from backfarm._util.ids import canonical_json
 from backfarm.core.results import METRICS, ResultRecord
 
 INT_METRICS = frozenset({"trades", "wins"})
@@ -50,6 +52,75 @@ FACTS: tuple[str, ...] = (
     *(metric_column(m) for m in METRICS),
 )
 """Every column but the pictures, in stored order."""
+
+
+def stored_row(
+    job_id: str,
+    result_hash: str,
+    identity: tuple[Any, ...],
+    created_at: float,
+    metrics: Mapping[str, float | int | None],
+    equity: Mapping[str, Any] | None,
+    trades: Mapping[str, Any] | None,
+    extra: str | None,
+) -> tuple[Any, ...]:
+    """One result as a row of the stored columns (:data:`FACTS`, then :data:`PICTURES`), from values already in
+    their stored form: ``identity`` the fields of ``IDENTITY[1:]`` in order, ``metrics`` rounded
+    (:func:`~backfarm.core.results.round_metric`: undefined is ``None``), the artifacts as struct rows (their fields
+    and ``data`` as bytes; other keys are ignored), ``extra`` canonical JSON or ``None``. No checks: the runner builds
+    every result this way."""
+    return (job_id, result_hash, *identity, created_at, *[metrics.get(m) for m in METRICS], equity, trades, extra)
+
+
+def stored(record: ResultRecord) -> tuple[Any, ...]:
+    """:func:`stored_row` of a whole record (artifacts of the known format get their struct columns, anything else
+    in ``extra`` travels as JSON): what a store writes for a record it is given."""
+    rest = dict(record.extra)
+    equity = _take_artifact(rest, "equity", EQUITY_FIELDS)
+    trades = _take_artifact(rest, "trades", TRADES_FIELDS)
+    text = {"params": canonical_json(record.params), "costs": canonical_json(record.costs)}
+    identity = tuple(text[name] if name in text else getattr(record, name) for name in IDENTITY[1:])
+    metrics = {m: _metric(record.metrics.get(m)) for m in METRICS}
+    return stored_row(
+        record.job_id,
+        record.result_hash,
+        identity,
+        record.created_at,
+        metrics,
+        equity,
+        trades,
+        canonical_json(rest) if rest else None,
+    )
+
+
+def _metric(value: float | int | None) -> float | int | None:
+    """A metric as stored: non-finite floats are undefined (null), as every ranking treats them (a NaN would
+    otherwise sort above every number)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _take_artifact(extra: dict[str, Any], name: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """Remove and return ``extra[name]`` as a struct row when it is an artifact of the known format, else ``None``
+    (then it stays in ``extra`` and travels as JSON)."""
+    art = extra.get(name)
+    if not isinstance(art, dict) or set(art) != {"v", *fields, "data"} or art["v"] != ARTIFACT_FORMAT:
+        return None
+    if not all(type(art[f]) is int for f in fields):
+        return None
+    data = art["data"]
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except ValueError:
+            return None
+        if base64.b64encode(data).decode("ascii") != art["data"]:
+            return None  # not in the canonical spelling: the bytes would not read back as the same text
+    elif not isinstance(data, bytes):
+        return None
+    row: dict[str, Any] = {f: art[f] for f in fields}
+    row["data"] = data
+    del extra[name]
+    return row
 
 
 def record(row: Mapping[str, Any]) -> ResultRecord:
