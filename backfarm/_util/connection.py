@@ -62,18 +62,25 @@ class RedisConnection:
         self.safe_url = redact_url(url) or ""
         self.password: str | None = None
         backoff = ExponentialBackoff(cap=1.0, base=0.1) if retries else NoBackoff()
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "health_check_interval": health_check_interval,
+            "retry": _Retry(backoff, retries=retries),
+        }
         try:
-            self.client: redis.Redis = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                health_check_interval=health_check_interval,
-                retry=_Retry(backoff, retries=retries),
-            )
+            self.client: redis.Redis = redis.Redis.from_url(url, decode_responses=True, **self._options)
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {self.safe_url}: {self.scrub(exc)}") from None
         self.password = self.client.connection_pool.connection_kwargs.get("password")
+        self._raw: redis.Redis | None = None
+
+    @property
+    def raw(self) -> redis.Redis:
+        """A client on the same server that hands replies back as bytes (for binary values); opened on first use."""
+        if self._raw is None:
+            self._raw = redis.Redis.from_url(self.url, decode_responses=False, **self._options)
+        return self._raw
 
     def __repr__(self) -> str:
         return f"RedisConnection({self.safe_url!r})"
@@ -138,8 +145,10 @@ class RedisConnection:
         return time.perf_counter() - start
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         self.client.close()
+        if self._raw is not None:
+            self._raw.close()
 
     def __enter__(self) -> RedisConnection:
         return self

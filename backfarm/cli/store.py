@@ -47,18 +47,51 @@ def compact() -> None:
 
 @app.command("migrate")
 def migrate() -> None:
-    """Convert the single-file store of backfarm before 0.2 (results.sqlite) into the current one: every result,
-    sweep, dead job and conflict. Safe to interrupt and run again; the old file is kept as *.migrated."""
+    """Convert a store of backfarm before 0.2 into the current layout, with every result, sweep, dead job and
+    conflict: the single file results.sqlite (kept as *.migrated), or, with a Redis URL, the farm's results (stop
+    the workers first). Safe to interrupt and run again."""
     from backfarm.results import compaction
     from backfarm.results.embedded import EmbeddedStore
     from backfarm.results.legacy import migrate as run
 
     settings = state.settings()
+    if settings.redis_url:
+        _migrate_redis(settings.redis_url)
+        return
     old = settings.legacy_store_path
     if not old.exists():
         state.console.print(f"nothing to migrate: {old} does not exist")
         return
-    progress = Progress(
+    progress = _progress()
+    with EmbeddedStore(settings.store_path) as store, progress:
+        task = progress.add_task("results", total=None)
+        report = run(old, store, lambda done, total: progress.update(task, completed=done, total=total))
+        compaction.compact(store.parts)
+    state.console.print(
+        f"migrated {report.results:,} results, {report.sweeps:,} sweeps, {report.dead:,} dead jobs and "
+        f"{report.conflicts:,} conflicts into {settings.store_path}; the old file is kept as {report.kept_as.name}"
+    )
+
+
+def _migrate_redis(url: str) -> None:
+    from backfarm.results.redis_store import RedisStore
+
+    with RedisStore(url, check_layout=False) as store:
+        if not store.legacy_results():
+            state.console.print(f"nothing to migrate: {store.conn.safe_url} holds no results of backfarm 0.1")
+            return
+        progress = _progress()
+        with progress:
+            task = progress.add_task("results", total=None)
+            moved = store.migrate_legacy(lambda done, total: progress.update(task, completed=done, total=total))
+        state.console.print(
+            f"migrated {moved:,} results on {store.conn.safe_url} into chunks; sweeps, dead jobs and conflicts keep "
+            "their keys"
+        )
+
+
+def _progress() -> Progress:
+    return Progress(
         TextColumn("[bold]migrating"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -67,12 +100,4 @@ def migrate() -> None:
         TimeRemainingColumn(),
         console=state.err_console,
         transient=True,
-    )
-    with EmbeddedStore(settings.store_path) as store, progress:
-        task = progress.add_task("results", total=None)
-        report = run(old, store, lambda done, total: progress.update(task, completed=done, total=total))
-        compaction.compact(store.parts)
-    state.console.print(
-        f"migrated {report.results:,} results, {report.sweeps:,} sweeps, {report.dead:,} dead jobs and "
-        f"{report.conflicts:,} conflicts into {settings.store_path}; the old file is kept as {report.kept_as.name}"
     )

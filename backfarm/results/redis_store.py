@@ -1,28 +1,34 @@
-"""The farm's result store in Redis: results, leaderboards, sweeps with their manifests and dead jobs.
+"""The farm's result store in Redis: results in chunks (one per commit), what ranks and finds them, sweeps.
 
-Layout (see :mod:`backfarm.results.keys`): one hash per result, one sorted set per metric (member = job id;
-undefined values stay out of it and rank last), one set per filter value, a global ``done`` set, and per sweep a
-manifest set and a dead hash. Every multi-key write is one Lua script, so it is atomic: a batch
-of results lands completely or not at all, even if Redis is killed mid-write, and re-running a batch (a re-delivered
-Celery task) changes nothing. Progress is computed from the sets, never from Celery. Needs Redis >= 6.2.
+Layout (see :mod:`backfarm.results.keys`): a commit is one *chunk*, a hash holding its results as two compressed
+blobs (facts, pictures: :mod:`backfarm.results.packed`) and which of its rows are live. Per result Redis keeps only
+what exactly-once needs: the done mark and a ``jobs`` entry (where the result is, and its hash for conflict
+detection). Ranking needs no per-result entry: per metric, two sorted sets rank the *chunks* by their lowest and
+highest value, so the top N by any metric reads the best chunks first and stops when no unread chunk can beat what it
+holds; per filter value, a set names the chunks holding such rows. Every filter (strategy, symbol, granularity,
+window, source, kind, sweep) and every metric stays rankable.
+
+A commit is one Lua script, so it is atomic: a batch lands completely or not at all, even if Redis is killed
+mid-write, and re-running it (a re-delivered Celery task) changes nothing. Its cost in Redis is three commands per
+result plus a few per batch (it was ~30 per result when each result had its own hash and 15 sorted-set entries).
+Progress is computed from the sets, never from Celery. Needs Redis >= 6.2.
+
+Stores written by backfarm 0.1 (one hash per result) are refused until ``backfarm store migrate`` converts them.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from backfarm._util.connection import RedisConnection
 from backfarm._util.ids import canonical_json
 from backfarm._util.keys import DEFAULT_PREFIX
 from backfarm.core.results import (
-    FILTER_FIELDS,
-    METRICS,
     AggregateRow,
     Conflict,
     Filters,
@@ -31,146 +37,73 @@ from backfarm.core.results import (
     SweepInfo,
     SweepRecord,
 )
-from backfarm.errors import ValidationError
-from backfarm.results import columns, ranking
+from backfarm.errors import ConfigError, ValidationError
+from backfarm.results import packed, ranking, rows
 from backfarm.results.keys import ResultKeys
+from backfarm.results.rows import FILTER_COLUMNS, metric_column
 from backfarm.results.store import ResultStore
 
-INDEX_FIELDS: tuple[str, ...] = tuple(f for f in FILTER_FIELDS if f != "sweep")
-"""Record fields with an index set per value (``sweep`` is the manifest's business)."""
+if TYPE_CHECKING:  # a worker hands its batch over as Arrow; nothing here needs Arrow loaded
+    import pyarrow as pa
+
 CHUNK = 1000
 """Commands per pipeline round trip when reading many keys."""
+ROUND = 16
+"""Chunks fetched per round trip while ranking (each holds one commit: up to a few hundred results)."""
 
-# KEYS: done, conflicts, conflict-seen, board[1..M], nulls[1..M]
-# ARGV: M, F, now, result-key prefix, then groups of records sharing their F index keys: record count, F index keys,
-# then per record its meta (job id, result hash and M scores, tab-separated; '' = null score) and its record JSON.
-# Two arguments per record instead of 4 + M + F: encoding each argument costs the client more than the script pays
-# to split one string. Each record costs one HGET (and one HSET when new); the set and board updates of all the new
-# records are then gathered into one SADD or ZADD per key, in chunks that unpack() takes.
+# KEYS: chunk-seq, jobs, done, chunks, conflicts, conflict-seen
+# ARGV: now, chunk key prefix, facts, pictures, rows, then job id and result hash per row, then the zone count and
+# per zone (lowest key, lowest, highest key, highest), then the count and names of the sets the chunk joins.
+# Each row costs one HGET (and an HSET when new); a chunk with no new row is not stored at all.
 _PUT = """
-local m, f, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now, chunk_prefix, facts, pictures = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = tonumber(ARGV[5])
+local id = redis.call('INCR', KEYS[1])
+local live, done = {}, {}
 local inserted, duplicates, conflicts = 0, 0, 0
-local done, boards, nulls, sets, order = {}, {}, {}, {}, {}
-for j = 1, m do boards[j], nulls[j] = {}, {} end
-local i = 5
-while i <= #ARGV do
-  local count = tonumber(ARGV[i])
-  local indexes = {}
-  for j = 1, f do
-    local index = ARGV[i + j]
-    indexes[j] = index
-    if not sets[index] then
-      sets[index] = {}
-      order[#order + 1] = index
-    end
-  end
-  i = i + 1 + f
-  for _ = 1, count do
-    local meta = {}
-    for token in string.gmatch(ARGV[i] .. '\t', '([^\t]*)\t') do meta[#meta + 1] = token end
-    local job, hash = meta[1], meta[2]
-    local key = prefix .. job
-    local stored = redis.call('HGET', key, 'hash')
-    if not stored then
-      redis.call('HSET', key, 'hash', hash, 'json', ARGV[i + 1])
-      done[#done + 1] = job
-      for j = 1, m do
-        local score = meta[2 + j]
-        if score == '' then
-          nulls[j][#nulls[j] + 1] = job
-        else
-          local board = boards[j]
-          board[#board + 1] = score
-          board[#board + 1] = job
-        end
-      end
-      for j = 1, f do
-        local members = sets[indexes[j]]
-        members[#members + 1] = job
-      end
-      inserted = inserted + 1
-    elseif stored == hash then
+for r = 0, n - 1 do
+  local job, hash = ARGV[6 + 2 * r], ARGV[7 + 2 * r]
+  local stored = redis.call('HGET', KEYS[2], job)
+  if not stored then
+    redis.call('HSET', KEYS[2], job, id .. ':' .. r .. ':' .. hash)
+    done[#done + 1] = job
+    live[r + 1] = '1'
+    inserted = inserted + 1
+  else
+    live[r + 1] = '0'
+    local old = string.match(stored, '[^:]*$')
+    if old == hash then
       duplicates = duplicates + 1
     else
-      if redis.call('SADD', KEYS[3], job .. ':' .. hash) == 1 then
-        redis.call('RPUSH', KEYS[2], cjson.encode({job, stored, hash, now}))
+      if redis.call('SADD', KEYS[6], job .. ':' .. hash) == 1 then
+        redis.call('RPUSH', KEYS[5], cjson.encode({job, old, hash, now}))
       end
       conflicts = conflicts + 1
     end
-    i = i + 2
   end
 end
-local function bulk(command, key, items)
-  for s = 1, #items, 1000 do  -- even, so a ZADD's score and member stay together
-    redis.call(command, key, unpack(items, s, math.min(s + 999, #items)))
+if inserted > 0 then
+  redis.call('HSET', chunk_prefix .. id, 'facts', facts, 'pictures', pictures, 'live', table.concat(live))
+  redis.call('SADD', KEYS[4], id)
+  for s = 1, #done, 1000 do
+    redis.call('SADD', KEYS[3], unpack(done, s, math.min(s + 999, #done)))
   end
-end
-bulk('SADD', KEYS[1], done)
-for j = 1, m do
-  bulk('ZADD', KEYS[3 + j], boards[j])
-  bulk('SADD', KEYS[3 + m + j], nulls[j])
-end
-for _, index in ipairs(order) do
-  if #sets[index] > 0 then bulk('SADD', index, sets[index]) end
+  local i = 6 + 2 * n
+  local zones = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, zones do
+    redis.call('ZADD', ARGV[i], ARGV[i + 1], id)
+    redis.call('ZADD', ARGV[i + 2], ARGV[i + 3], id)
+    i = i + 4
+  end
+  local sets = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, sets do
+    redis.call('SADD', ARGV[i], id)
+    i = i + 1
+  end
 end
 return {inserted, duplicates, conflicts}
-"""
-
-# KEYS: board, nulls, filter sets...; ARGV: n, '1' when the highest score is best.
-# Returns {ranked, ties, nulls}: the n best (member, score) pairs, every member tying with the n-th (a reversed range
-# orders ties by member descending, the contract wants ascending), and enough undefined members to fill up to n.
-_TOP = """
-local n, high = tonumber(ARGV[1]), ARGV[2] == '1'
-local nf = #KEYS - 2
-local ranked, ties, nulls = {}, {}, {}
-local all
-if nf == 0 then
-  if high then
-    ranked = redis.call('ZRANGE', KEYS[1], '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, n, 'WITHSCORES')
-  else
-    ranked = redis.call('ZRANGE', KEYS[1], '-inf', '+inf', 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
-  end
-else
-  local args = {'ZINTER', nf + 1, KEYS[1]}
-  for j = 3, #KEYS do args[#args + 1] = KEYS[j] end
-  args[#args + 1] = 'WEIGHTS'
-  args[#args + 1] = 1
-  for j = 1, nf do args[#args + 1] = 0 end
-  args[#args + 1] = 'WITHSCORES'
-  all = redis.call(unpack(args))
-  local count = #all / 2
-  local first, last, step = 1, math.min(n, count), 1
-  if high then first, last, step = count, math.max(1, count - n + 1), -1 end
-  for k = first, last, step do
-    ranked[#ranked + 1] = all[2 * k - 1]
-    ranked[#ranked + 1] = all[2 * k]
-  end
-end
-local found = #ranked / 2
-if high and found == n and n > 0 then
-  local b = ranked[#ranked]
-  if nf == 0 then
-    ties = redis.call('ZRANGE', KEYS[1], b, b, 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
-  else
-    for k = 1, #all / 2 do
-      if all[2 * k] == b and #ties < 2 * n then
-        ties[#ties + 1] = all[2 * k - 1]
-        ties[#ties + 1] = b
-      end
-    end
-  end
-end
-if found < n then
-  local members
-  if nf == 0 then
-    members = redis.call('SMEMBERS', KEYS[2])
-  else
-    members = redis.call('SINTER', KEYS[2], unpack(KEYS, 3))
-  end
-  table.sort(members)
-  for k = 1, math.min(n - found, #members) do nulls[k] = members[k] end
-end
-return {ranked, ties, nulls}
 """
 
 # KEYS: sweep, sweeps, manifest; ARGV: sweep id, created_at, spec JSON, source, job ids...
@@ -223,23 +156,30 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def _score(value: Any) -> str:
-    """The sorted-set score of a metric value (``''`` when undefined); ``+ 0.0`` folds -0.0 into 0.0."""
-    return "" if ranking.is_null(value) else repr(float(value) + 0.0)
+Spot = tuple[int, int]
+"""Where a result is: (chunk, row)."""
+Facts = dict[str, list[Any]]
 
 
 class RedisStore(ResultStore):
-    """:class:`ResultStore` on Redis. Opens its own connection from a URL, or shares one it is given."""
+    """:class:`ResultStore` on Redis. Opens its own connection from a URL, or shares one it is given.
 
-    def __init__(self, conn: RedisConnection | str, prefix: str = DEFAULT_PREFIX) -> None:
+    ``check_layout=False`` opens a store of an older layout anyway (what ``backfarm store migrate`` does)."""
+
+    def __init__(self, conn: RedisConnection | str, prefix: str = DEFAULT_PREFIX, check_layout: bool = True) -> None:
         self.keys = ResultKeys(prefix)
         self.conn, self._owns = RedisConnection.of(conn)
         self._r = self.conn.client
         self._put = self._r.register_script(_PUT)
-        self._top = self._r.register_script(_TOP)
         self._create_sweep = self._r.register_script(_CREATE_SWEEP)
         self._mark_dead = self._r.register_script(_MARK_DEAD)
         self._progress = self._r.register_script(_PROGRESS)
+        if check_layout:
+            try:
+                self._check_layout()
+            except BaseException:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return f"RedisStore({self.conn.safe_url!r}, prefix={self.keys.prefix!r})"
@@ -248,6 +188,60 @@ class RedisStore(ResultStore):
         """Close the connection pool, if this store opened it."""
         if self._owns:
             self.conn.close()
+
+    def _check_layout(self) -> None:
+        """Refuse a store that holds results of the 0.1 layout (they would be invisible here)."""
+        if self.legacy_results():
+            raise ConfigError(
+                f"Redis at {self.conn.safe_url} holds results in the layout of backfarm 0.1; convert them once with "
+                "`backfarm store migrate` (stop the workers first)"
+            )
+
+    def migrate_legacy(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Convert the results of the 0.1 layout into chunks, then delete the old keys; the results moved.
+
+        Results are read a thousand at a time and put like any batch (so running it again after an interruption
+        only adds what is missing); sweeps, manifests, dead jobs, conflicts and the done marks keep their keys. The
+        old keys go once every result is in a chunk. ``progress(done, total)`` is told as it goes."""
+        r, k = self._r, self.keys
+        with self.conn.guard():
+            total = int(r.scard(k.done))
+        moved = 0
+        batch: list[str] = []
+
+        def flush() -> None:
+            nonlocal moved
+            with self.conn.guard():
+                pipe = r.pipeline(transaction=False)  # one round trip per thousand results
+                for key in batch:
+                    pipe.hget(key, "json")
+                found = [ResultRecord.from_json(text) for text in pipe.execute() if text is not None]
+                self.put(found)
+            moved += len(found)
+            batch.clear()
+            if progress is not None:
+                progress(moved, max(total, moved))
+
+        with self.conn.guard():
+            keys = list(r.scan_iter(match=k.legacy_result("*"), count=CHUNK))
+        for key in keys:
+            batch.append(key)
+            if len(batch) == CHUNK:
+                flush()
+        if batch:
+            flush()
+        with self.conn.guard():
+            for pattern in k.legacy_patterns():
+                old = list(r.scan_iter(match=pattern, count=CHUNK))
+                for i in range(0, len(old), CHUNK):
+                    r.unlink(*old[i : i + CHUNK])
+        return moved
+
+    def legacy_results(self) -> bool:
+        """Whether results of the 0.1 layout are here (every such result ranks in, or is null for, Sharpe)."""
+        with self.conn.guard():
+            old = self.keys.key
+            return bool(self._r.exists(old("board", "sharpe"), old("nulls", "sharpe")))
 
     @_guarded
     def pending(self, sweep_id: str) -> list[str]:
@@ -258,35 +252,109 @@ class RedisStore(ResultStore):
         open_jobs, dead = pipe.execute()
         return sorted(set(open_jobs) - set(dead))
 
-    # --- results -------------------------------------------------------------------------------------------------
+    # --- writing ---------------------------------------------------------------------------------------------------
 
     @_guarded
     def put(self, results: Sequence[ResultRecord] | pa.Table) -> PutReport:
-        """Store ``results`` in one atomic script (idempotent; conflicts recorded once each, originals kept)."""
-        if isinstance(results, pa.Table):
-            results = columns.records(results)
-        if not results:
+        """Store ``results`` as one chunk, in one atomic script (idempotent; conflicts recorded once each, originals
+        kept). A table (what a worker builds) is packed as it is; records are laid out as a table would hold them."""
+        if hasattr(results, "to_pydict"):
+            columns = results.to_pydict()
+        else:
+            columns = packed.columns_of([rows.stored(r) for r in results])
+        if not columns["job_id"]:
             return PutReport()
+        chunk = packed.pack(columns)
         k = self.keys
-        groups: dict[tuple[str, ...], list[str]] = {}
-        for r in results:
-            if "\t" in r.job_id:  # the script splits each record's meta on tabs
-                raise ValidationError(f"a job id cannot contain a tab: {r.job_id!r}")
-            meta = "\t".join((r.job_id, r.result_hash, *[_score(r.metrics.get(m)) for m in METRICS]))
-            group = groups.setdefault(tuple(k.index(f, getattr(r, f)) for f in INDEX_FIELDS), [])
-            group += (meta, ranking.record_json(r))
-        args: list[Any] = [len(METRICS), len(INDEX_FIELDS), repr(time.time()), k.result("")]
-        for indexes, records in groups.items():
-            args += (len(records) // 2, *indexes, *records)
-        keys = [k.done, k.conflicts, k.conflict_seen, *map(k.board, METRICS), *map(k.nulls, METRICS)]
+        args: list[Any] = [repr(time.time()), k.chunk(""), chunk.facts, chunk.pictures, len(chunk.job_ids)]
+        for job_id, digest in zip(chunk.job_ids, chunk.hashes, strict=True):
+            args += (job_id, digest)
+        args.append(len(chunk.zones))
+        for metric, (low, high) in chunk.zones.items():
+            args += (k.zone(metric, False), _score(low), k.zone(metric, True), _score(high))
+        sets = [k.znull(m) for m in chunk.nulls]
+        sets += [k.cindex(name, value) for name, values in chunk.values.items() for value in values]
+        args += (len(sets), *sets)
+        keys = [k.chunk_seq, k.jobs, k.done, k.chunks, k.conflicts, k.conflict_seen]
         inserted, duplicates, conflicts = self._put(keys=keys, args=args)
         return PutReport(inserted=int(inserted), duplicates=int(duplicates), conflicts=int(conflicts))
 
-    @_guarded
-    def get(self, job_id: str) -> ResultRecord | None:
-        """One result by job id."""
-        text = self._r.hget(self.keys.result(job_id), "json")
-        return ResultRecord.from_json(text) if text is not None else None
+    # --- reading chunks ----------------------------------------------------------------------------------------------
+
+    def _facts(self, chunks: Iterable[int]) -> dict[int, tuple[Facts, str]]:
+        """The facts and live flags of ``chunks`` (pipelined)."""
+        wanted = list(dict.fromkeys(chunks))
+        out: dict[int, tuple[Facts, str]] = {}
+        for i in range(0, len(wanted), ROUND):
+            pipe = self.conn.raw.pipeline(transaction=False)
+            for number in wanted[i : i + ROUND]:
+                pipe.hmget(self.keys.chunk(number), ["facts", "live"])
+            for number, (blob, live) in zip(wanted[i : i + ROUND], pipe.execute(), strict=True):
+                if blob is not None:
+                    out[number] = (packed.facts(blob), live.decode())
+        return out
+
+    def _pictures(self, chunks: Iterable[int]) -> dict[int, Facts]:
+        """The picture columns of ``chunks`` (pipelined)."""
+        wanted = list(dict.fromkeys(chunks))
+        out: dict[int, Facts] = {}
+        for i in range(0, len(wanted), ROUND):
+            pipe = self.conn.raw.pipeline(transaction=False)
+            for number in wanted[i : i + ROUND]:
+                pipe.hget(self.keys.chunk(number), "pictures")
+            for number, blob in zip(wanted[i : i + ROUND], pipe.execute(), strict=True):
+                if blob is not None:
+                    out[number] = packed.pictures(blob)
+        return out
+
+    def _records(self, spots: Sequence[Spot], facts: Mapping[int, tuple[Facts, str]], pictures: bool) -> list[Any]:
+        """Records at ``spots``, in that order (the chunks' facts given; their pictures read when asked for)."""
+        pics = self._pictures(chunk for chunk, _ in spots) if pictures else {}
+        return [
+            packed.records(facts[chunk][0], pics.get(chunk) if pictures else None, [row])[0] for chunk, row in spots
+        ]
+
+    def _spots(self, job_ids: Sequence[str]) -> dict[str, Spot]:
+        """Where the results of ``job_ids`` are (ids without a result are left out)."""
+        out: dict[str, Spot] = {}
+        for i in range(0, len(job_ids), 10 * CHUNK):
+            part = list(job_ids[i : i + 10 * CHUNK])
+            entries: Any = self._r.hmget(self.keys.jobs, part)  # str or None per id (a text client)
+            for job_id, entry in zip(part, entries, strict=True):
+                if entry is not None:
+                    chunk, row, _ = entry.split(":", 2)
+                    out[job_id] = (int(chunk), int(row))
+        return out
+
+    def _candidates(self, filters: Filters | None) -> tuple[list[int], dict[int, set[int]] | None]:
+        """The chunks that may hold results passing ``filters``, and, for a sweep, the rows of each that do."""
+        if filters is not None and filters.sweep is not None:
+            ids = sorted(str(i) for i in self._r.sinter([self.keys.manifest(filters.sweep), self.keys.done]))
+            by_chunk: dict[int, set[int]] = defaultdict(set)
+            for chunk, row in self._spots(ids).values():
+                by_chunk[chunk].add(row)
+            return sorted(by_chunk), by_chunk
+        sets = self._filter_sets(filters)
+        members = self._r.sinter(sets) if sets else self._r.smembers(self.keys.chunks)
+        return sorted(int(m) for m in members), None
+
+    def _filter_sets(self, filters: Filters | None) -> list[str]:
+        """The chunk sets of ``filters``' field conditions."""
+        if filters is None:
+            return []
+        return [self.keys.cindex(name, getattr(filters, name)) for name in FILTER_COLUMNS if getattr(filters, name)]
+
+    def _rows(
+        self, chunks: Sequence[int], sweep: dict[int, set[int]] | None, filters: Filters | None
+    ) -> Iterator[tuple[int, Facts, list[int]]]:
+        """(chunk, facts, rows) of ``chunks``: their live rows that pass ``filters`` (and, for a sweep, are its)."""
+        for i in range(0, len(chunks), ROUND):
+            group = chunks[i : i + ROUND]
+            for chunk, (facts, live) in self._facts(group).items():
+                keep = [r for r, flag in enumerate(live) if flag == "1" and (sweep is None or r in sweep[chunk])]
+                yield chunk, facts, [r for r in keep if _passes(facts, r, filters)]
+
+    # --- queries -----------------------------------------------------------------------------------------------------
 
     @_guarded
     def existing(self, job_ids: Iterable[str]) -> set[str]:
@@ -300,33 +368,19 @@ class RedisStore(ResultStore):
         return found
 
     @_guarded
+    def get(self, job_id: str) -> ResultRecord | None:
+        """One result by job id."""
+        spot = self._spots([job_id]).get(job_id)
+        if spot is None:
+            return None
+        found: ResultRecord = self._records([spot], self._facts([spot[0]]), pictures=True)[0]
+        return found
+
+    @_guarded
     def conflicts(self) -> list[Conflict]:
         """Every recorded conflict, oldest first."""
         entries = (json.loads(e) for e in self._r.lrange(self.keys.conflicts, 0, -1))
         return [Conflict(job, stored, new, float(at)) for job, stored, new, at in entries]
-
-    def _records(self, job_ids: Sequence[str]) -> list[ResultRecord]:
-        """Records of ``job_ids`` (in that order), read in pipelined chunks."""
-        records: list[ResultRecord] = []
-        for i in range(0, len(job_ids), CHUNK):
-            pipe = self._r.pipeline(transaction=False)
-            for job_id in job_ids[i : i + CHUNK]:
-                pipe.hget(self.keys.result(job_id), "json")
-            records += [ResultRecord.from_json(text) for text in pipe.execute() if text is not None]
-        return records
-
-    def _filter_sets(self, filters: Filters | None) -> list[str]:
-        """The sets whose intersection is the job ids passing ``filters``."""
-        if filters is None:
-            return []
-        sets = [self.keys.manifest(filters.sweep)] if filters.sweep is not None else []
-        for name in INDEX_FIELDS:
-            value = getattr(filters, name)
-            if value is not None:
-                sets.append(self.keys.index(name, value))
-        return sets
-
-    # --- queries ---------------------------------------------------------------------------------------------------
 
     @_guarded
     def top(
@@ -337,35 +391,66 @@ class RedisStore(ResultStore):
         ascending: bool | None = None,
         pictures: bool = True,
     ) -> list[ResultRecord]:
-        """The best ``n`` results by ``metric``: defined values in order, then undefined ones by job id."""
-        ranking.check_metric(metric)
+        """The best ``n`` results by ``metric``: defined values in order, then undefined ones, ties by job id."""
+        column = metric_column(ranking.check_metric(metric))
         if ranking.check_limit(n) == 0:
             return []
-        high = not ranking.is_ascending(metric, ascending)
-        keys = [self.keys.board(metric), self.keys.nulls(metric), *self._filter_sets(filters)]
-        ranked, ties, nulls = self._top(keys=keys, args=[n, "1" if high else "0"])
-        candidates = sorted(set(ranked[0::2]) | set(ties[0::2]) | set(nulls))
-        found = ranking.rank(self._records(candidates), metric, n, ascending)
-        return found if pictures else [ranking.bare(r) for r in found]
+        asc = ranking.is_ascending(metric, ascending)
+        if filters is not None and filters.sweep is not None:
+            chunks, sweep = self._candidates(filters)
+            ranked = _rank(self._rows(chunks, sweep, filters), column, asc, n, None)
+        else:
+            ranked = self._top_by_zones(metric, column, asc, n, filters)
+        spots = [(chunk, row) for _, chunk, row, _ in ranked]
+        facts = {chunk: (f, "") for _, chunk, _, f in ranked}
+        return self._records(spots, facts, pictures)
 
-    def _ids(self, filters: Filters | None) -> list[str]:
-        sets = self._filter_sets(filters)
-        members = self._r.sinter([self.keys.done, *sets]) if sets else self._r.smembers(self.keys.done)
-        return sorted(str(m) for m in members)
+    def _top_by_zones(
+        self, metric: str, column: str, asc: bool, n: int, filters: Filters | None
+    ) -> list[tuple[Any, int, int, Facts]]:
+        """The best ``n``, reading chunks best zone first until no unread chunk can beat the ``n``-th; then chunks
+        with undefined values if fewer than ``n`` are defined."""
+        zone, sets = self.keys.zone(metric, not asc), self._filter_sets(filters)
+        scored: Any  # (member, score) pairs
+        if sets:
+            scored = self._r.zinter({zone: 1, **dict.fromkeys(sets, 0)}, withscores=True)  # the sets weigh nothing
+        else:
+            scored = self._r.zrange(zone, 0, -1, withscores=True)
+        order = sorted(((float(score), int(chunk)) for chunk, score in scored), reverse=not asc)
+        best: list[tuple[Any, int, int, Facts]] = []
+        for i in range(0, len(order), ROUND):
+            bound = order[i][0]
+            if len(best) >= n and (bound > best[n - 1][0][1] if asc else -bound > best[n - 1][0][1]):
+                break  # no unread chunk holds a value that ties with or beats the n-th
+            group = [chunk for _, chunk in order[i : i + ROUND]]
+            best = _rank(self._rows(group, None, filters), column, asc, n, best, defined_only=True)
+        if len(best) < n:
+            null_chunks = self._r.sinter([self.keys.znull(metric), *sets])
+            chunks = sorted(int(c) for c in null_chunks)
+            best += _rank(self._rows(chunks, None, filters), column, asc, n - len(best), None, undefined_only=True)
+        return best
 
     def iter_results(self, filters: Filters | None = None) -> Iterator[ResultRecord]:
-        """Every result passing ``filters``, ordered by job id, read in chunks."""
+        """Every result passing ``filters``, chunk by chunk (in no particular order), a few chunks at a time."""
         with self.conn.guard():
-            ids = self._ids(filters)
-        for i in range(0, len(ids), CHUNK):
+            chunks, sweep = self._candidates(filters)
+        for i in range(0, len(chunks), ROUND):
             with self.conn.guard():
-                chunk = self._records(ids[i : i + CHUNK])
-            yield from chunk
+                found = list(self._rows(chunks[i : i + ROUND], sweep, filters))
+                pics = self._pictures(chunk for chunk, _, keep in found if keep)
+            for chunk, facts, keep in found:
+                yield from packed.records(facts, pics[chunk], keep)
 
     def aggregate(self, by: str, filters: Filters | None = None) -> list[AggregateRow]:
-        """Summaries by ``strategy`` or ``symbol`` (same arithmetic as every store: :mod:`ranking`)."""
-        ranking.check_group(by)
-        return ranking.aggregate_records(self.iter_results(filters), by)
+        """Summaries by ``strategy`` or ``symbol`` from the facts alone (same arithmetic as every store)."""
+        key = ranking.check_group(by)
+        with self.conn.guard():
+            chunks, sweep = self._candidates(filters)
+            found = list(self._rows(chunks, sweep, filters))
+        tr, sh, dd, trades, wins = ranking.AGGREGATE_COLUMNS
+        return ranking.aggregate_rows(
+            (f[key][r], f[tr][r], f[sh][r], f[dd][r], f[trades][r], f[wins][r]) for _, f, keep in found for r in keep
+        )
 
     # --- sweeps ----------------------------------------------------------------------------------------------------
 
@@ -424,3 +509,41 @@ class RedisStore(ResultStore):
             created = float(meta["created_at"])
             infos.append(SweepInfo(sweep_id, created, json.loads(meta["spec"]), meta["source"], total, done, dead))
         return infos
+
+
+def _score(value: float | int) -> str:
+    """A zone bound as a sorted-set score (``+ 0.0`` folds -0.0 into 0.0)."""
+    return repr(float(value) + 0.0)
+
+
+def _passes(facts: Facts, row: int, filters: Filters | None) -> bool:
+    """Whether ``row`` of a chunk passes ``filters``' field conditions (the sweep is the caller's business)."""
+    if filters is None:
+        return True
+    return all(getattr(filters, name) is None or facts[name][row] == getattr(filters, name) for name in FILTER_COLUMNS)
+
+
+def _rank(
+    found: Iterable[tuple[int, Facts, list[int]]],
+    column: str,
+    asc: bool,
+    n: int,
+    best: list[tuple[Any, int, int, Facts]] | None,
+    defined_only: bool = False,
+    undefined_only: bool = False,
+) -> list[tuple[Any, int, int, Facts]]:
+    """The best ``n`` of ``best`` and the rows of ``found`` by (value in the ranking's direction, job id), undefined
+    values last: entries (sort key, chunk, row, that chunk's facts)."""
+    out = list(best or [])
+    for chunk, facts, keep in found:
+        values, ids = facts[column], facts["job_id"]
+        for r in keep:
+            value = values[r]
+            if value is None:
+                if defined_only:
+                    continue
+                out.append(((1, 0.0, ids[r]), chunk, r, facts))
+            elif not undefined_only:
+                out.append(((0, value if asc else -value, ids[r]), chunk, r, facts))
+    out.sort(key=lambda entry: entry[0])
+    return out[:n]

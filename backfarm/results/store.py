@@ -67,7 +67,8 @@ class ResultReader(ABC):
 
     @abstractmethod
     def iter_results(self, filters: Filters | None = None) -> Iterator[ResultRecord]:
-        """Every result passing ``filters``, ordered by job id."""
+        """Every result passing ``filters``, each once, streamed: in an order of the store's choosing (by job id
+        where an index gives it cheaply, else as stored: sort what you need sorted)."""
 
     @abstractmethod
     def aggregate(self, by: str, filters: Filters | None = None) -> list[AggregateRow]:

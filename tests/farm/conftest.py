@@ -111,10 +111,9 @@ def assert_exactly_once(store: RedisStore, sweep_id: str, dead: int = 0) -> None
     assert (info.done, info.dead) == (info.total - dead, dead)
     manifest = set(store.manifest(sweep_id))
     client = store.conn.client
-    ranked = client.zrange(store.keys.board("sharpe"), 0, -1)
-    nulls = client.smembers(store.keys.nulls("sharpe"))
-    on_board = [job for job in [*ranked, *nulls] if job in manifest]
-    assert len(on_board) == len(set(on_board)) == info.total - dead
+    located = client.hmget(store.keys.jobs, sorted(manifest))  # where each result is: one place per job
+    on_board = [entry for entry in located if entry is not None]
+    assert len(on_board) == len({entry.rsplit(":", 1)[0] for entry in on_board}) == info.total - dead
     top = store.top("sharpe", 10**9, Filters(sweep=sweep_id))
     assert len(top) == len({r.job_id for r in top}) == info.total - dead
     assert store.conflicts() == []

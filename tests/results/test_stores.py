@@ -19,13 +19,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from backfarm._util.connection import RedisConnection
+from backfarm.cli import app
 from backfarm.config import Settings
 from backfarm.core.results import METRICS, Filters, PutReport, ResultRecord
 from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
 from backfarm.farm.ledger import Ledger
-from backfarm.results import columns, partfiles
+from backfarm.results import columns, partfiles, ranking
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.factory import open_store
 from backfarm.results.legacy import LegacyStore
@@ -86,16 +88,13 @@ def test_concurrent_puts_from_two_processes_keep_one_copy(store_opener: Opener) 
     totals = [sum(col) for col in zip(*(row for result in results for row in result), strict=True)]
     assert totals == [1000, 1000, 0]  # every record inserted exactly once, the other copy a duplicate
     with store_opener() as store:
-        stored = list(store.iter_results())
-        assert [r.job_id for r in stored] == [r.job_id for r in records]
-        assert stored == records
+        stored = sorted(store.iter_results(), key=lambda r: r.job_id)
+        assert stored == records  # each once, whole
         assert [r.job_id for r in store.top("win_rate", 1000)][:200] == [r.job_id for r in records[::5]]
         assert store.conflicts() == []
         if isinstance(store, RedisStore):
             client = store.conn.client
-            assert client.scard(store.keys.done) == 1000
-            assert client.zcard(store.keys.board("sharpe")) == 1000
-            assert client.zcard(store.keys.board("win_rate")) + client.scard(store.keys.nulls("win_rate")) == 1000
+            assert client.scard(store.keys.done) == client.hlen(store.keys.jobs) == 1000
 
 
 # --- the old single-file store ---------------------------------------------------------------------------------------
@@ -340,15 +339,19 @@ def test_redis_put_is_atomic_across_kill_and_restart(tmp_path: Path) -> None:
         assert landed in (0, len(batch)), f"partial batch: {landed} of {len(batch)}"
         assert store.existing(r.job_id for r in first) == {r.job_id for r in first}
         expected = 100 + landed
-        assert client.scard(store.keys.done) == expected
-        assert client.zcard(store.keys.board("sharpe")) == expected
-        assert client.zcard(store.keys.board("win_rate")) + client.scard(store.keys.nulls("win_rate")) == expected
-        assert client.scard(store.keys.index("strategy", "momentum")) == expected
+        chunks = 1 + (landed > 0)  # a chunk is stored with its rows' done marks, or not at all
+        assert client.scard(store.keys.done) == client.hlen(store.keys.jobs) == expected
+        assert client.scard(store.keys.chunks) == client.zcard(store.keys.zone("sharpe", True)) == chunks
+        assert client.scard(store.keys.cindex("strategy", "momentum")) == chunks
+        assert client.scard(store.keys.znull("win_rate")) == chunks - 1  # only the big batch has undefined ones
         # The re-delivered batch completes it, and a third delivery changes nothing.
         assert store.put(batch) == PutReport(inserted=len(batch) - landed, duplicates=landed)
         assert store.put(batch) == PutReport(duplicates=len(batch))
-        assert client.scard(store.keys.done) == 100 + len(batch)
-        assert client.zcard(store.keys.board("sharpe")) == 100 + len(batch)
+        assert client.scard(store.keys.done) == client.hlen(store.keys.jobs) == 100 + len(batch)
+        assert client.scard(store.keys.chunks) == 2  # a delivery with nothing new stores no chunk
+        assert [r.job_id for r in store.top("sharpe", 3)] == [
+            b.job_id for b in sorted(batch, key=lambda r: -r.metrics["sharpe"])[:3]
+        ]
         client.close()
         store.close()
 
@@ -437,3 +440,38 @@ def test_an_interrupted_query_is_a_keyboard_interrupt(tmp_path: Path) -> None:
             worker.join(timeout=0.05)
         assert not worker.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)
+
+
+def test_redis_results_of_the_old_layout_are_refused_until_migrated(redis_url: str) -> None:
+    """A farm's Redis written by backfarm 0.1 (a hash per result, a sorted set of job ids per metric, a set per
+    filter value) is refused with the command that converts it; `backfarm store migrate` moves every result into
+    chunks, keeps sweeps, progress and conflicts, removes the old keys, and a second run has nothing to do."""
+    records = [make_record(f"old{i:04d}", sharpe=None if i % 7 == 0 else i / 10) for i in range(2500)]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    pipe = client.pipeline()
+    for r in records:  # what the 0.1 store wrote for each result
+        pipe.hset(f"backfarm:result:{r.job_id}", mapping={"json": ranking.record_json(r), "hash": r.result_hash})
+        if r.metrics["sharpe"] is None:
+            pipe.sadd("backfarm:nulls:sharpe", r.job_id)
+        else:
+            pipe.zadd("backfarm:board:sharpe", {r.job_id: r.metrics["sharpe"]})
+        pipe.sadd("backfarm:index:strategy:momentum", r.job_id)
+        pipe.sadd("backfarm:done", r.job_id)
+    pipe.execute()
+    with closing(RedisStore(redis_url, check_layout=False)) as store:
+        store.create_sweep(sweep_record("s-old", tuple(r.job_id for r in records[:100])))
+    with pytest.raises(ConfigError, match="backfarm store migrate"):
+        RedisStore(redis_url)
+    env = {"BACKFARM_REDIS_URL": redis_url, "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["store", "migrate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "migrated 2,500 results" in result.stdout
+    with closing(RedisStore(redis_url)) as store:
+        assert sorted(store.iter_results(), key=lambda r: r.job_id) == records
+        assert store.top("sharpe", 3) == sorted(records, key=lambda r: -(r.metrics["sharpe"] or -1))[:3]
+        info = store.sweep("s-old")
+        assert info is not None and info.done == 100
+        assert not list(client.scan_iter("backfarm:result:*")) and not client.exists("backfarm:board:sharpe")
+    again = CliRunner().invoke(app, ["store", "migrate"], env=env)
+    assert again.exit_code == 0 and "nothing to migrate" in again.stdout
+    client.close()
