@@ -27,6 +27,8 @@ SMA = "ma_crossover"
 TARGETS: dict[str, tuple[float, bool]] = {
     "store_big_vs_empty": (0.9, True),
     "leaderboard_over_version_s": (0.5, False),
+    "redis_cpu_big_vs_empty": (1.2, False),
+    "redis_results_in_2gb": (1_000_000.0, True),
     "bytes_per_result": (2000.0, False),
     "storage_vs_compute": (0.8, True),
     "farm_vs_embedded": (0.85, True),

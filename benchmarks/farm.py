@@ -29,7 +29,7 @@ from backfarm.farm.client import FarmClient, FarmExecutor, live_workers
 from backfarm.results.redis_store import RedisStore
 from backfarm.sweeps.run import run_sweep
 from backfarm.sweeps.spec import SweepSpec
-from benchmarks.common import FARM_TIMEOUT_S, BenchmarkFailed, Plan, stats, vm_hwm_mb
+from benchmarks.common import FARM_TIMEOUT_S, BenchmarkFailed, Plan, stats, timed_sweep, vm_hwm_mb
 from tests.redis_server import RedisServer
 
 WORKER_START_S = 120.0
@@ -42,8 +42,11 @@ def bench_farm(plan: Plan, settings: Settings, progress: Callable[[str], None]) 
         farm_settings = replace(settings, redis_url=url)
         rows = []
         for concurrency in (1, 2):
-            progress(f"farm: {concurrency} worker process(es)")
-            rows.append(_farm_run(plan, farm_settings, concurrency))
+            progress(
+                f"farm: {concurrency} worker process(es)"
+                + (", alternating with the embedded executor" * (concurrency == 2))
+            )
+            rows.append(_farm_run(plan, farm_settings, concurrency, settings if concurrency == 2 else None))
         return {"private_redis": private, "runs": rows}
 
 
@@ -59,8 +62,10 @@ def _redis(configured: str | None) -> Iterator[tuple[str, bool]]:
         yield server.url, True
 
 
-def _farm_run(plan: Plan, settings: Settings, concurrency: int) -> dict[str, Any]:
-    """Start one worker with ``concurrency`` processes, warm it, time the sweep ``repeats`` times, stop it."""
+def _farm_run(plan: Plan, settings: Settings, concurrency: int, embedded: Settings | None) -> dict[str, Any]:
+    """Start one worker with ``concurrency`` processes, warm it, time the sweep ``repeats`` times, stop it. With
+    ``embedded`` settings, each farm run alternates with the same sweep on the embedded executor with as many
+    processes (A B A B ...: a stall of the shared machine hits both), end to end like the farm's."""
     name = f"bench{concurrency}-{os.getpid()}@{socket.gethostname()}"
     worker = _start_worker(settings, concurrency, name)
     try:
@@ -69,10 +74,12 @@ def _farm_run(plan: Plan, settings: Settings, concurrency: int) -> dict[str, Any
             # Warm: every worker process loads its kernels and candles once, as a long-running farm has done.
             _farm_sweep(plan.spec(grid=False, fee_bps=_fresh_fee()), settings, store)
             _farm_sweep(plan.spec(fee_bps=_fresh_fee()), settings, store)
-            walls, lean, jobs = [], [], 0
-            for _ in range(plan.repeats):
+            walls, lean, local, jobs = [], [], [], 0
+            for _ in range(max(plan.repeats, 5) if embedded else plan.repeats):
                 wall, jobs = _farm_sweep(plan.spec(fee_bps=_fresh_fee()), settings, store)
                 walls.append(wall)
+                if embedded is not None:
+                    local.append(timed_sweep(plan.spec(fee_bps=_fresh_fee()), embedded, concurrency)[0])
             for _ in range(plan.repeats):
                 wall, jobs = _farm_sweep(plan.spec(fee_bps=_fresh_fee()), settings, store, curves=False)
                 lean.append(wall)
@@ -86,6 +93,7 @@ def _farm_run(plan: Plan, settings: Settings, concurrency: int) -> dict[str, Any
         "seconds": stats(walls),
         "no_curves_backtests_per_s": stats([jobs / w for w in lean]),
         "peak_mb_per_process": max(peaks) if peaks else None,
+        "embedded_alternating_backtests_per_s": stats([jobs / w for w in local]) if local else None,
     }
 
 

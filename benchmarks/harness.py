@@ -253,7 +253,8 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
     farm_runs = (report.get("farm") or {}).get("runs") or []
     if len(farm_runs) == 2:
         out["farm_scaling"] = farm_runs[1]["backtests_per_s"]["median"] / farm_runs[0]["backtests_per_s"]["median"]
-        out["farm_vs_embedded"] = farm_runs[1]["backtests_per_s"]["median"] / rate
+        paired = farm_runs[1].get("embedded_alternating_backtests_per_s")  # end to end, run by run with the farm
+        out["farm_vs_embedded"] = farm_runs[1]["backtests_per_s"]["median"] / (paired["median"] if paired else rate)
     scaling = report.get("days_scaling")
     if scaling and len(scaling["rows"]) > 1:
         out["scaling_last_vs_first"] = scaling["rows"][-1]["time_ratio"]
@@ -282,9 +283,15 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     rows = scaling["rows"] if scaling else []
     growth = rows[-1]["time_ratio"] / rows[-1]["bars_ratio"] if len(rows) > 1 else None
     r = report["ratios"]
+    redis = store.get("redis") or {}
+    readers = [x.get("worst_over_version_s") for x in (store.get("readers") or {}, redis.get("readers") or {})]
+    peaks.append((redis.get("readers") or {}).get("peak_mb"))
+    peak = max((p for p in peaks if p is not None), default=None)
     values: dict[str, float | None] = {
         "store_big_vs_empty": r.get("store_big_vs_empty"),
-        "leaderboard_over_version_s": (store.get("readers") or {}).get("worst_over_version_s"),
+        "leaderboard_over_version_s": max((x for x in readers if x is not None), default=None),
+        "redis_cpu_big_vs_empty": redis.get("cpu_ratio"),
+        "redis_results_in_2gb": 2 * 2**30 / redis["bytes_per_result"] if redis else None,
         "bytes_per_result": store.get("bytes_per_result"),
         "storage_vs_compute": r.get("storage_vs_compute"),
         "farm_vs_embedded": r.get("farm_vs_embedded"),

@@ -112,6 +112,10 @@ def _print_farm(farm: dict[str, Any] | None, console: Console) -> None:
             f"{_mb(row['peak_mb_per_process'])} per process; --no-curves "
             f"{row['no_curves_backtests_per_s']['median']:,.0f}/s"
         )
+        paired = row.get("embedded_alternating_backtests_per_s")
+        if paired:
+            label = f"the embedded executor alternating with it ({row['workers']} processes, end to end)"
+            out(f"    {label}: {fmt_stats(paired)}")
 
 
 def _print_store(store: dict[str, Any] | None, console: Console) -> None:
@@ -145,6 +149,19 @@ def _print_store(store: dict[str, Any] | None, console: Console) -> None:
     )
     out(f"  the same batches computed, nothing stored: {fmt_stats(work['compute_only_backtests_per_s'])}")
     out(f"  `backfarm backtest` of that sweep: peak {_mb(work['command_peak_mb'])} (its process and its pool's)")
+    redis = store.get("redis")
+    if redis:
+        per = redis["bytes_per_result"]
+        out(
+            f"  Redis at {redis['results']:,} results (filled through put in {redis['build_s']:.0f} s): "
+            f"{per:,.0f} bytes per result (2 GB hold {2 * 2**30 / per:,.0f})"
+        )
+        empty, big = redis["cpu_us_per_result_empty"], redis["cpu_us_per_result_big"]
+        out(f"  Redis CPU per committed result (batches of 92), empty: {fmt_stats(empty, ' µs', 1)}")
+        out(f"  the same at this size: {fmt_stats(big, ' µs', 1)} → ×{redis['cpu_ratio']:.2f}")
+        for name, row in redis["readers"]["commands"].items():
+            seconds = fmt_stats(row["seconds"], " s", 3)
+            out(f"  on Redis, `leaderboard {name}`: {seconds} → +{row['over_version_s']:.3f} s")
 
 
 def json_default(value: object) -> object:

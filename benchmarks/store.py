@@ -37,17 +37,22 @@ from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
 from backfarm.core.candles import bars_per_year
 from backfarm.core.jobs import Batch, make_batches
+from backfarm.core.results import SweepRecord
 from backfarm.engine.backtest import run_backtest
 from backfarm.execution.local import LocalExecutor
 from backfarm.execution.runner import run_batch, warm_up
 from backfarm.results import compaction, rows
 from backfarm.results.embedded import EmbeddedStore
+from backfarm.results.redis_store import RedisStore
 from backfarm.strategies.registry import get_strategy
 from backfarm.sweeps.run import expand_spec, prepare_data, run_sweep
 from benchmarks.common import BenchmarkFailed, Plan, stats
+from tests.redis_server import RedisServer
 
 PUT_ROWS = 20_000
 """Results per ``put`` while building the big store."""
+REDIS_PUT_ROWS = 2_000
+"""Results per ``put`` while building the big Redis store."""
 READER_METRICS = ("sharpe", "total_return", "max_drawdown", "trades")
 """Metrics the top-20 reader is timed with ("by any metric": floats up and down, and an integer with many ties)."""
 
@@ -70,6 +75,9 @@ def bench_store(plan: Plan, settings: Settings, progress: Callable[[str], None])
     shutil.rmtree(big_dir, ignore_errors=True)
     progress("store: a 10,000-job sweep end to end vs computed with nothing stored, alternately")
     out["storage_vs_compute"] = _storage_vs_compute(plan, settings)
+    if shutil.which("redis-server"):
+        progress(f"store: Redis with {plan.store_size:,} results")
+        out["redis"] = _redis_store(plan, settings)
     return out
 
 
@@ -180,9 +188,12 @@ def _sweep_rounds(plan: Plan, settings: Settings, big: Path) -> dict[str, Any]:
 # --- readers as commands --------------------------------------------------------------------------------------------
 
 
-def _readers(plan: Plan, data_dir: Path) -> dict[str, Any]:
-    """Each reader command and ``backfarm --version``, alternately, as processes of their own."""
-    env = {**os.environ, "BACKFARM_DATA_DIR": str(data_dir), "BACKFARM_REDIS_URL": "", "COLUMNS": "200"}
+def _readers(plan: Plan, data_dir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each reader command and ``backfarm --version``, alternately, as processes of their own (on the embedded store
+    in ``data_dir``, or on the Redis ``env`` names)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = env or {**os.environ, "BACKFARM_REDIS_URL": "", "COLUMNS": "200"}
+    env = {**env, "BACKFARM_DATA_DIR": str(data_dir)}
     commands: dict[str, list[str]] = {"version": ["--version"]}
     for metric in READER_METRICS:
         commands[f"top20 --all by {metric}"] = ["leaderboard", "--all", "--top", "20", "--metric", metric]
@@ -233,6 +244,83 @@ def _run_command(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     if int(code) != 0:
         raise BenchmarkFailed(f"`backfarm {' '.join(args)}` exited {code}: {done.stderr.strip()[:300]}")
     return float(wall), int(peak_kib) / 1024
+
+
+# --- the Redis store ------------------------------------------------------------------------------------------------
+
+
+def _redis_store(plan: Plan, settings: Settings) -> dict[str, Any]:
+    """The Redis store at ``plan.store_size`` results (private servers): bytes per result, the server's CPU per
+    committed result in a big and an empty Redis (alternately, batches as workers commit them), and the readers."""
+    template = _in_child(lambda: {"columns": _template(plan, settings).to_pydict()})["columns"]
+    out: dict[str, Any] = {}
+    with RedisServer() as big, RedisServer() as empty:
+        before = _used_memory(big)
+        out["build_s"] = _in_child(_fill_redis, big.url, template, plan.store_size)["seconds"]
+        with RedisStore(big.url) as store:
+            results = int(store.conn.client.hlen(store.keys.jobs))
+        out["results"] = results
+        out["bytes_per_result"] = (_used_memory(big) - before) / results
+        cpu: dict[str, list[float]] = {"empty": [], "big": []}
+        for r in range(max(5, plan.repeats)):
+            for label, server in (("empty", empty), ("big", big)):
+                cpu[label].append(_commit_cpu(server, template, f"round{r}{label}"))
+        out["cpu_us_per_result_empty"] = stats(cpu["empty"])
+        out["cpu_us_per_result_big"] = stats(cpu["big"])
+        out["cpu_ratio"] = out["cpu_us_per_result_big"]["median"] / out["cpu_us_per_result_empty"]["median"]
+        with RedisStore(big.url) as store:
+            ids = template["job_id"]
+            store.create_sweep(SweepRecord("bench-latest", time.time(), {}, tuple(f"round0big{i}" for i in ids), ""))
+        env = {**os.environ, "BACKFARM_REDIS_URL": big.url, "COLUMNS": "200"}
+        out["readers"] = _readers(plan, settings.data_dir / "redis-readers", env)
+    return out
+
+
+def _used_memory(server: RedisServer) -> int:
+    client = server.client()
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def _fill_redis(url: str, template: dict[str, list[Any]], size: int) -> dict[str, Any]:
+    """Put ``size`` results (the template tiled under new ids) in batches of :data:`REDIS_PUT_ROWS`."""
+    started = time.perf_counter()
+    n = len(template["job_id"])
+    with RedisStore(url) as store:
+        made, tile = 0, 0
+        while made < size:
+            take = min(n, size - made)
+            columns = {name: values[:take] for name, values in template.items()}
+            columns["job_id"] = [f"bench{tile:07d}{row:012d}" for row in range(take)]
+            for i in range(0, take, REDIS_PUT_ROWS):
+                store.put(_Columns({name: values[i : i + REDIS_PUT_ROWS] for name, values in columns.items()}))
+            made += take
+            tile += 1
+    return {"seconds": time.perf_counter() - started}
+
+
+def _commit_cpu(server: RedisServer, template: dict[str, list[Any]], tag: str) -> float:
+    """Microseconds of the server's CPU per result to commit the template's results under new ids (``tag``), in
+    batches of 92 as workers commit them."""
+    columns = {**template, "job_id": [f"{tag}{i}" for i in template["job_id"]]}
+    n = len(columns["job_id"])
+    with RedisStore(server.url) as store:
+        client = store.conn.client
+        start = client.info("cpu")
+        for i in range(0, n, 92):
+            store.put(_Columns({name: values[i : i + 92] for name, values in columns.items()}))
+        end = client.info("cpu")
+    used = sum(end[k] - start[k] for k in ("used_cpu_sys", "used_cpu_user"))
+    return used / n * 1e6
+
+
+class _Columns(dict[str, list[Any]]):
+    """A batch as columns, handed to ``put`` the way a worker's Arrow table is (anything with ``to_pydict``)."""
+
+    def to_pydict(self) -> dict[str, list[Any]]:
+        return dict(self)
 
 
 # --- storage vs compute -----------------------------------------------------------------------------------------------

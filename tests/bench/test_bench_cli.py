@@ -108,7 +108,12 @@ def test_store_section_on_a_small_store(env: dict[str, str]) -> None:
         assert 0 < row["peak_mb"] < 1000
     work = store["storage_vs_compute"]
     assert work["jobs"] == 49 * 8 and work["ratio"] > 0  # 8 windows of one day
+    redis = store["redis"]  # redis-server is installed wherever the tests run
+    assert redis["results"] == 500  # the filled store, before the rounds
+    assert redis["cpu_us_per_result_big"]["runs"] == redis["cpu_us_per_result_empty"]["runs"] == 5
+    assert redis["bytes_per_result"] > 0 and redis["cpu_ratio"] > 0 and len(redis["readers"]["commands"]) == 5
     targets_ = report["targets"]
+    assert targets_["redis_results_in_2gb"]["value"] == pytest.approx(2 * 2**30 / redis["bytes_per_result"])
     assert targets_["bytes_per_result"]["value"] == store["bytes_per_result"]
     assert targets_["store_big_vs_empty"]["value"] == into["ratio"]
     assert isinstance(targets_["leaderboard_over_version_s"]["met"], bool)
