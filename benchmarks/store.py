@@ -51,8 +51,8 @@ from tests.redis_server import RedisServer
 
 PUT_ROWS = 20_000
 """Results per ``put`` while building the big store."""
-REDIS_PUT_ROWS = 2_000
-"""Results per ``put`` while building the big Redis store."""
+REDIS_PUT_ROWS = 92
+"""Results per ``put`` while building the big Redis store: a worker's batch."""
 READER_METRICS = ("sharpe", "total_return", "max_drawdown", "trades")
 """Metrics the top-20 reader is timed with ("by any metric": floats up and down, and an integer with many ties)."""
 
@@ -252,11 +252,12 @@ def _run_command(args: list[str], env: dict[str, str]) -> tuple[float, float]:
 def _redis_store(plan: Plan, settings: Settings) -> dict[str, Any]:
     """The Redis store at ``plan.store_size`` results (private servers): bytes per result, the server's CPU per
     committed result in a big and an empty Redis (alternately, batches as workers commit them), and the readers."""
-    template = _in_child(lambda: {"columns": _template(plan, settings).to_pydict()})["columns"]
+    table = _template(plan, settings)
+    template = table.to_pydict()
     out: dict[str, Any] = {}
     with RedisServer() as big, RedisServer() as empty:
         before = _used_memory(big)
-        out["build_s"] = _in_child(_fill_redis, big.url, template, plan.store_size)["seconds"]
+        out["build_s"] = _in_child(_fill_redis, big.url, table, plan.store_size)["seconds"]
         with RedisStore(big.url) as store:
             results = int(store.conn.client.hlen(store.keys.jobs))
         out["results"] = results
@@ -284,19 +285,18 @@ def _used_memory(server: RedisServer) -> int:
         client.close()
 
 
-def _fill_redis(url: str, template: dict[str, list[Any]], size: int) -> dict[str, Any]:
-    """Put ``size`` results (the template tiled under new ids) in batches of :data:`REDIS_PUT_ROWS`."""
+def _fill_redis(url: str, template: pa.Table, size: int) -> dict[str, Any]:
+    """Put ``size`` results (the template tiled under new ids, metrics nudged as in the embedded store's build) in
+    commits of :data:`REDIS_PUT_ROWS`, as workers make them."""
     started = time.perf_counter()
-    n = len(template["job_id"])
+    floats = [rows.metric_column(m) for m in ("total_return", "sharpe", "sortino", "calmar", "max_drawdown")]
     with RedisStore(url) as store:
         made, tile = 0, 0
         while made < size:
-            take = min(n, size - made)
-            columns = {name: values[:take] for name, values in template.items()}
-            columns["job_id"] = [f"bench{tile:07d}{row:012d}" for row in range(take)]
-            for i in range(0, take, REDIS_PUT_ROWS):
-                store.put(_Columns({name: values[i : i + REDIS_PUT_ROWS] for name, values in columns.items()}))
-            made += take
+            data = _tiled(template, tile, floats).slice(0, size - made)
+            for i in range(0, data.num_rows, REDIS_PUT_ROWS):
+                store.put(data.slice(i, REDIS_PUT_ROWS))
+            made += data.num_rows
             tile += 1
     return {"seconds": time.perf_counter() - started}
 

@@ -13,8 +13,9 @@ key                         type   holds
 ``chunks``                  set    every chunk number
 ``jobs``                    hash   job id → ``{chunk}:{row}:{result hash}`` (where its result is, and which it is)
 ``done``                    set    job ids that have a result (written in the same step as the result)
-``zmin:{metric}``           zset   member chunk number, score the lowest defined value of the metric in it
-``zmax:{metric}``           zset   member chunk number, score the highest
+``zlo:{metric}``            zset   per chunk ``{best row's key ascending}:{chunk}`` (:func:`backfarm.results.packed.
+                                   row_key`), all scores 0: read in lexicographic order, best chunk first
+``zhi:{metric}``            zset   the same, descending
 ``znull:{metric}``          set    chunk numbers where some row leaves the metric undefined
 ``cindex:{field}:{value}``  set    chunk numbers holding rows whose filter field has that value
 ``conflicts``               list   JSON ``[job, stored_hash, new_hash, at]``, oldest first
@@ -64,9 +65,9 @@ class ResultKeys(KeySpace):
         """Set of job ids with a result."""
         return self.key("done")
 
-    def zone(self, metric: str, high: bool) -> str:
-        """Sorted set of chunks by their highest (``high``) or lowest defined value of ``metric``."""
-        return self.key("zmax" if high else "zmin", metric)
+    def bounds(self, metric: str, ascending: bool) -> str:
+        """Sorted set (lexicographic) of the chunks by their best row's key for ``metric`` in that direction."""
+        return self.key("zlo" if ascending else "zhi", metric)
 
     def znull(self, metric: str) -> str:
         """Set of chunks where some row leaves ``metric`` undefined."""

@@ -5,9 +5,10 @@ needs to know of it without opening it.
   as JSON columns (orjson: exact for every float, and no Arrow needed to read them back), zstd-compressed.
 - ``pictures``: the equity curves, trade lists and other ``extra`` of every row: a JSON header of their fields
   followed by their bytes, zstd-compressed as one frame (the rows of a batch compress better together).
-- the chunk's *zones*: per metric, the lowest and highest defined value and whether any row leaves it undefined;
-  per filter field, the values its rows have. A ranking reads chunks best zone first and stops when no unread chunk
-  can beat what it holds.
+- the chunk's *bounds*: per metric and direction, the sort key of its best row — the value in a byte order
+  (:func:`sort_key`) followed by the job id, so ties go by job id exactly as rankings break them — and whether any
+  row leaves the metric undefined; per filter field, the values its rows have. A ranking reads chunks best bound
+  first and stops when the next bound is worse than its n-th result: exact, ties included.
 
 Encoding takes a batch as columns (a table's ``to_pydict()``, or the rows of records), so the worker that built the
 results as Arrow and a client holding records produce the same blobs.
@@ -41,8 +42,9 @@ class Chunk:
     pictures: bytes
     job_ids: list[str]
     hashes: list[str]
-    zones: dict[str, tuple[float | int, float | int]] = field(default_factory=dict)
-    """Metric → (lowest, highest) of its defined values (absent: none defined)."""
+    bounds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Metric → the sort keys (:func:`row_key`) of the best row ascending and of the best row descending (absent:
+    no row defines it)."""
     nulls: list[str] = field(default_factory=list)
     """Metrics some row leaves undefined."""
     values: dict[str, list[str]] = field(default_factory=dict)
@@ -61,16 +63,35 @@ def pack(columns: Mapping[str, Sequence[Any]]) -> Chunk:
     compress = zstandard.ZstdCompressor(level=LEVEL).compress
     facts = compress(orjson.dumps({name: list(columns[name]) for name in FACTS}))
     chunk = Chunk(facts, compress(_pictures(columns)), list(columns["job_id"]), list(columns["result_hash"]))
+    ids = chunk.job_ids
     for metric in METRICS:
         values = columns[metric_column(metric)]
-        defined = [v for v in values if v is not None]
+        defined = [(v, job) for v, job in zip(values, ids, strict=True) if v is not None]
         if defined:
-            chunk.zones[metric] = (min(defined), max(defined))
+            low = min(defined, key=lambda pair: (pair[0], pair[1]))
+            high = min(defined, key=lambda pair: (-pair[0], pair[1]))
+            chunk.bounds[metric] = (row_key(low[0], low[1], True), row_key(high[0], high[1], False))
         if len(defined) < len(values):
             chunk.nulls.append(metric)
     for name in FILTER_COLUMNS:
         chunk.values[name] = sorted({str(v) for v in columns[name] if v is not None})
     return chunk
+
+
+def sort_key(value: float | int, ascending: bool) -> str:
+    """16 hex digits that sort as ``value`` does (ascending) or the other way round: the IEEE bits of the float with
+    the sign bit flipped for positives and every bit for negatives (-0.0 counts as 0.0: they tie)."""
+    number = float(value) + 0.0
+    if not ascending:
+        number = -number + 0.0
+    (bits,) = struct.unpack(">Q", struct.pack(">d", number))
+    return f"{bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | 1 << 63:016x}"
+
+
+def row_key(value: float | int, job_id: str, ascending: bool) -> str:
+    """A defined row's place in a ranking, as text that sorts like it: its value's :func:`sort_key`, then its job
+    id (ties break by job id)."""
+    return sort_key(value, ascending) + job_id
 
 
 def _pictures(columns: Mapping[str, Sequence[Any]]) -> bytes:

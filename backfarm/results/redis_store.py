@@ -50,10 +50,12 @@ CHUNK = 1000
 """Commands per pipeline round trip when reading many keys."""
 ROUND = 16
 """Chunks fetched per round trip while ranking (each holds one commit: up to a few hundred results)."""
+BOUNDS_PAGE = 256
+"""Chunk bounds read per round trip while ranking."""
 
 # KEYS: chunk-seq, jobs, done, chunks, conflicts, conflict-seen
-# ARGV: now, chunk key prefix, facts, pictures, rows, then job id and result hash per row, then the zone count and
-# per zone (lowest key, lowest, highest key, highest), then the count and names of the sets the chunk joins.
+# ARGV: now, chunk key prefix, facts, pictures, rows, then job id and result hash per row, then the bound count and
+# per bound (sorted-set key, member without the chunk number), then the count and names of the sets the chunk joins.
 # Each row costs one HGET (and an HSET when new); a chunk with no new row is not stored at all.
 _PUT = """
 local now, chunk_prefix, facts, pictures = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -89,12 +91,11 @@ if inserted > 0 then
     redis.call('SADD', KEYS[3], unpack(done, s, math.min(s + 999, #done)))
   end
   local i = 6 + 2 * n
-  local zones = tonumber(ARGV[i])
+  local bounds = tonumber(ARGV[i])
   i = i + 1
-  for _ = 1, zones do
-    redis.call('ZADD', ARGV[i], ARGV[i + 1], id)
-    redis.call('ZADD', ARGV[i + 2], ARGV[i + 3], id)
-    i = i + 4
+  for _ = 1, bounds do
+    redis.call('ZADD', ARGV[i], 0, ARGV[i + 1] .. ':' .. id)
+    i = i + 2
   end
   local sets = tonumber(ARGV[i])
   i = i + 1
@@ -269,9 +270,9 @@ class RedisStore(ResultStore):
         args: list[Any] = [repr(time.time()), k.chunk(""), chunk.facts, chunk.pictures, len(chunk.job_ids)]
         for job_id, digest in zip(chunk.job_ids, chunk.hashes, strict=True):
             args += (job_id, digest)
-        args.append(len(chunk.zones))
-        for metric, (low, high) in chunk.zones.items():
-            args += (k.zone(metric, False), _score(low), k.zone(metric, True), _score(high))
+        args.append(2 * len(chunk.bounds))
+        for metric, (low, high) in chunk.bounds.items():
+            args += (k.bounds(metric, True), low, k.bounds(metric, False), high)
         sets = [k.znull(m) for m in chunk.nulls]
         sets += [k.cindex(name, value) for name, values in chunk.values.items() for value in values]
         args += (len(sets), *sets)
@@ -408,22 +409,31 @@ class RedisStore(ResultStore):
     def _top_by_zones(
         self, metric: str, column: str, asc: bool, n: int, filters: Filters | None
     ) -> list[tuple[Any, int, int, Facts]]:
-        """The best ``n``, reading chunks best zone first until no unread chunk can beat the ``n``-th; then chunks
+        """The best ``n``: chunks in the order of their best row's key (value, then job id), read until the next
+        chunk's best key is worse than the ``n``-th result's (so ties are decided exactly, by job id); then chunks
         with undefined values if fewer than ``n`` are defined."""
-        zone, sets = self.keys.zone(metric, not asc), self._filter_sets(filters)
-        scored: Any  # (member, score) pairs
-        if sets:
-            scored = self._r.zinter({zone: 1, **dict.fromkeys(sets, 0)}, withscores=True)  # the sets weigh nothing
-        else:
-            scored = self._r.zrange(zone, 0, -1, withscores=True)
-        order = sorted(((float(score), int(chunk)) for chunk, score in scored), reverse=not asc)
+        sets = self._filter_sets(filters)
+        eligible = {int(c) for c in self._r.sinter(sets)} if sets else None
         best: list[tuple[Any, int, int, Facts]] = []
-        for i in range(0, len(order), ROUND):
-            bound = order[i][0]
-            if len(best) >= n and (bound > best[n - 1][0][1] if asc else -bound > best[n - 1][0][1]):
-                break  # no unread chunk holds a value that ties with or beats the n-th
-            group = [chunk for _, chunk in order[i : i + ROUND]]
-            best = _rank(self._rows(group, None, filters), column, asc, n, best, defined_only=True)
+        key = self.keys.bounds(metric, asc)
+        start, pending = 0, []
+        while True:
+            members: Any = self._r.zrange(key, start, start + BOUNDS_PAGE - 1)  # all scores 0: lexicographic order
+            start += BOUNDS_PAGE
+            done = len(members) < BOUNDS_PAGE
+            for member in members:
+                bound, _, chunk = member.rpartition(":")
+                if eligible is None or int(chunk) in eligible:
+                    pending.append((bound, int(chunk)))
+            while pending and (done or len(pending) >= ROUND):
+                group, pending = pending[:ROUND], pending[ROUND:]
+                if len(best) >= n and group[0][0] > _row_key(best[n - 1], column, asc):
+                    pending = []
+                    done = True
+                    break  # the best unread chunk cannot beat the n-th: nothing unread can
+                best = _rank(self._rows([c for _, c in group], None, filters), column, asc, n, best, defined_only=True)
+            if done:
+                break
         if len(best) < n:
             null_chunks = self._r.sinter([self.keys.znull(metric), *sets])
             chunks = sorted(int(c) for c in null_chunks)
@@ -511,9 +521,10 @@ class RedisStore(ResultStore):
         return infos
 
 
-def _score(value: float | int) -> str:
-    """A zone bound as a sorted-set score (``+ 0.0`` folds -0.0 into 0.0)."""
-    return repr(float(value) + 0.0)
+def _row_key(entry: tuple[Any, int, int, Facts], column: str, asc: bool) -> str:
+    """The :func:`~backfarm.results.packed.row_key` of a ranked entry (its value and job id, from its chunk)."""
+    _, chunk, row, facts = entry
+    return packed.row_key(facts[column][row], facts["job_id"][row], asc)
 
 
 def _passes(facts: Facts, row: int, filters: Filters | None) -> bool:

@@ -9,6 +9,7 @@ the same results at once.
 from __future__ import annotations
 
 import multiprocessing
+import random
 import socket
 import threading
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from backfarm._util.connection import RedisConnection
@@ -27,7 +30,7 @@ from backfarm.config import Settings
 from backfarm.core.results import METRICS, Filters, PutReport, ResultRecord
 from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
 from backfarm.farm.ledger import Ledger
-from backfarm.results import columns, partfiles, ranking
+from backfarm.results import columns, packed, partfiles, ranking
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.factory import open_store
 from backfarm.results.legacy import LegacyStore
@@ -341,7 +344,7 @@ def test_redis_put_is_atomic_across_kill_and_restart(tmp_path: Path) -> None:
         expected = 100 + landed
         chunks = 1 + (landed > 0)  # a chunk is stored with its rows' done marks, or not at all
         assert client.scard(store.keys.done) == client.hlen(store.keys.jobs) == expected
-        assert client.scard(store.keys.chunks) == client.zcard(store.keys.zone("sharpe", True)) == chunks
+        assert client.scard(store.keys.chunks) == client.zcard(store.keys.bounds("sharpe", False)) == chunks
         assert client.scard(store.keys.cindex("strategy", "momentum")) == chunks
         assert client.scard(store.keys.znull("win_rate")) == chunks - 1  # only the big batch has undefined ones
         # The re-delivered batch completes it, and a third delivery changes nothing.
@@ -475,3 +478,35 @@ def test_redis_results_of_the_old_layout_are_refused_until_migrated(redis_url: s
     again = CliRunner().invoke(app, ["store", "migrate"], env=env)
     assert again.exit_code == 0 and "nothing to migrate" in again.stdout
     client.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    a=st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)),
+    b=st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)),
+)
+def test_chunk_bounds_sort_as_their_values_do(a: float, b: float) -> None:
+    """The text keys the Redis store ranks chunks by compare as the numbers do, either way round (-0.0 ties 0.0)."""
+    for asc in (True, False):
+        ka, kb = packed.sort_key(a, asc), packed.sort_key(b, asc)
+        assert len(ka) == len(kb) == 16
+        if float(a) == float(b):
+            assert ka == kb
+        else:
+            assert (ka < kb) == ((float(a) < float(b)) == asc)
+
+
+def test_redis_ranks_ties_across_many_chunks_by_job_id(redis_url: str) -> None:
+    """Thousands of results tied at the top value in dozens of commits: the top N is decided by job id exactly (the
+    chunk bounds carry the job id of their best row)."""
+    with closing(RedisStore(redis_url)) as store:
+        rng = random.Random(3)
+        records = [make_record(f"t{rng.randrange(10**9):09d}", sharpe=0.0, trades=5) for _ in range(3000)]
+        records += [make_record(f"u{i:04d}", sharpe=-1.0 - i, trades=rng.randrange(5)) for i in range(500)]
+        rng.shuffle(records)
+        for i in range(0, len(records), 100):
+            store.put(records[i : i + 100])
+        for metric in ("sharpe", "trades"):
+            expected = ranking.rank(records, metric, 7)
+            assert [r.job_id for r in store.top(metric, 7, pictures=False)] == [r.job_id for r in expected]
+        assert [r.job_id for r in store.top("sharpe", 3, ascending=True)] == ["u0499", "u0498", "u0497"]
