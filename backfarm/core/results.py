@@ -36,6 +36,10 @@ METRICS: tuple[str, ...] = (
 )
 """Every metric a result carries, in display order; definitions live in :mod:`backfarm.engine.metrics`."""
 
+MOMENTS: tuple[str, ...] = ("mean", "std", "skew", "kurt")
+"""The moments of the bar returns a result carries besides its metrics; definitions in
+:mod:`backfarm.engine.returns`."""
+
 LOWER_IS_BETTER = frozenset({"volatility", "fees_paid", "turnover"})
 """Metrics ranked ascending; every other metric ranks descending. ``null`` always ranks last."""
 
@@ -82,7 +86,11 @@ class ResultRecord:
     """``backtest`` or ``paper``."""
     created_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-    """Optional artifacts (downsampled equity curve, trade list, paper session id) — not part of the hash."""
+    """Optional artifacts (downsampled equity curve, trade list, daily returns, paper session id) — not part of the
+    hash."""
+    moments: dict[str, float | None] = field(default_factory=dict)
+    """The moments of the bar returns (``mean``, ``std``, ``skew``, ``kurt``: :mod:`backfarm.engine.returns`),
+    rounded as metrics are; not part of the hash. Empty for paper results and results stored before backfarm 0.3."""
 
     @property
     def result_hash(self) -> str:

@@ -41,13 +41,15 @@ from typing import ClassVar
 import numpy as np
 
 from backfarm.core.costs import Costs
-from backfarm.engine import kernel
+from backfarm.engine import downsample, kernel
 from backfarm.engine.metrics import Metrics, metrics_from_accumulators
+from backfarm.engine.returns import Blocks, Moments, block_returns, moments_from_accumulators
 from backfarm.errors import DataError, ValidationError
 
 _NO_EQUITY = np.empty(0, dtype=np.float64)
 _NO_TRADES = np.empty((0, len(kernel.TRADE_COLUMNS)), dtype=np.float64)
 _NO_CURVE = np.empty((0, 4), dtype=np.float64)
+_NO_BLOCKS = np.empty(0, dtype=np.float64)
 _INT_COLUMNS = frozenset({"entry_bar", "exit_bar", "exit_reason"})
 
 
@@ -105,7 +107,8 @@ class Trades:
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """Metrics (keys ``METRICS``), final equity, and — when recorded — the equity curve and the trades."""
+    """Metrics (keys ``METRICS``), the moments of the bar returns, final equity, and — when recorded — the equity
+    curve and the trades; the block returns when asked for."""
 
     metrics: Metrics
     final_equity: float
@@ -118,6 +121,10 @@ class BacktestResult:
     """With ``run_backtest(..., curve_points=m)`` on more than m bars, instead of :attr:`equity`: the at most m points
     of the equity curve that min/max bucketing keeps (see :func:`kernel.curve_buckets`): their bars, ascending, and
     their equity."""
+    moments: Moments | None = None
+    """The moments of the bar returns (:mod:`backfarm.engine.returns`)."""
+    block_returns: np.ndarray | None = None
+    """With ``run_backtest(..., blocks=...)``: the return of each block (:func:`backfarm.engine.returns.blocks_for`)."""
 
     @cached_property
     def trades(self) -> Trades | None:
@@ -183,8 +190,9 @@ def _simulate(
     capital: float,
     record: bool,
     curve_points: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run the kernel; returns (accumulators, equity, trade table, curve buckets).
+    blocks: Blocks | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel; returns (accumulators, equity, trade table, curve buckets, equity at each block's end).
 
     With ``record`` and ``curve_points`` below the number of bars, the kernel keeps each bucket's extremes instead
     of every bar's equity (``equity`` is then empty).
@@ -193,20 +201,22 @@ def _simulate(
     acc = np.empty(kernel.N_SLOTS, dtype=np.float64)
     curve, size = _NO_CURVE, 0
     if record and 0 < curve_points < n:
-        curve, size = kernel.new_curve(n, curve_points)
+        curve, size = downsample.new_curve(n, curve_points)
     equity = np.empty(n, dtype=np.float64) if record and not size else _NO_EQUITY
     table = _trade_table(n) if record else _NO_TRADES
     stop = (costs.stop_loss_bps or 0.0) / 1e4
     target = (costs.take_profit_bps or 0.0) / 1e4
     open_, high, low, close = prices
+    ends = np.empty(blocks.count, dtype=np.float64) if blocks is not None else _NO_BLOCKS
+    first_end, step = (blocks.first_end, blocks.bars) if blocks is not None else (0, 1)
     kernel.simulate(
         open_, high, low, close, exposure, costs.buy_markup, costs.sell_markdown, costs.fee, stop, target,
-        float(capital), acc, equity, table, record, curve, size,
+        float(capital), acc, equity, table, record, curve, size, ends, first_end, step,
     )  # fmt: skip
     if acc[kernel.BAD_BAR] >= 0:
         bar = int(acc[kernel.BAD_BAR])
         raise DataError(f"bar {bar} has a missing, non-positive or non-finite price")
-    return acc, equity, table, curve
+    return acc, equity, table, curve, ends
 
 
 def run_backtest(
@@ -221,6 +231,7 @@ def run_backtest(
     *,
     record: bool = False,
     curve_points: int = 0,
+    blocks: Blocks | None = None,
 ) -> BacktestResult:
     """Backtest one target-exposure series on one candle window (see the module docstring for the fill model).
 
@@ -229,24 +240,36 @@ def run_backtest(
     the points of the curve that min/max bucketing keeps (:func:`kernel.curve_buckets`) as
     :attr:`BacktestResult.curve`: the kernel folds each bar into its bucket as it goes, which is cheaper than
     writing every bar and scanning them again, and gives exactly the points a bucketing of the full curve gives.
+    With ``blocks`` (of this window: :func:`backfarm.engine.returns.blocks_for`) the result carries the return of
+    each block.
     """
     if curve_points and curve_points < 6:
         raise ValidationError(f"curve_points must be at least 6, got {curve_points}")
     prices = _prices(open_, high, low, close)
     n = len(prices[3])
     _check_scalars(capital, bars_per_year)
-    acc, equity, table, buckets = _simulate(prices, _exposure(exposure, n), costs, capital, record, curve_points)
+    if blocks is not None and blocks.count != 1:  # one block ends with the last bar, whatever its fields say
+        last_end = blocks.first_end + (blocks.count - 2) * blocks.bars
+        if blocks.count < 1 or blocks.bars < 1 or blocks.first_end < 0 or last_end >= n - 1:
+            raise ValidationError(
+                f"blocks must each end before the last bar (the last block ends with it), got {blocks}"
+            )
+    acc, equity, table, buckets, ends = _simulate(
+        prices, _exposure(exposure, n), costs, capital, record, curve_points, blocks
+    )
     metrics = metrics_from_accumulators(acc, n, capital, bars_per_year)
+    moments = moments_from_accumulators(acc, n)
     final = float(acc[kernel.FINAL_EQUITY])
+    per_block = block_returns(ends, float(capital)) if blocks is not None else None
     if not record:
-        return BacktestResult(metrics, final)
+        return BacktestResult(metrics, final, moments=moments, block_returns=per_block)
     # A copy: the table is this thread's scratch, reused by the next run.
     trades = table[: int(acc[kernel.TRADES])].copy()
     if len(buckets):
         # Bar 0 cannot trade (a fill needs the next bar's open), so its equity is the capital; bar n-1's is final.
-        points = kernel.curve_points(buckets, n, float(capital), final)
-        return BacktestResult(metrics, final, None, trades, points)
-    return BacktestResult(metrics, final, equity, trades)
+        points = downsample.curve_points(buckets, n, float(capital), final)
+        return BacktestResult(metrics, final, None, trades, points, moments, per_block)
+    return BacktestResult(metrics, final, equity, trades, None, moments, per_block)
 
 
 def run_many(
@@ -265,6 +288,6 @@ def run_many(
     _check_scalars(capital, bars_per_year)
     results = []
     for exposure in exposures:
-        acc, _, _, _ = _simulate(prices, _exposure(exposure, n), costs, capital, False)
+        acc, _, _, _, _ = _simulate(prices, _exposure(exposure, n), costs, capital, False)
         results.append(metrics_from_accumulators(acc, n, capital, bars_per_year))
     return results

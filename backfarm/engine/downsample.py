@@ -8,10 +8,12 @@ exactly these points as it runs when asked to (``run_backtest(..., curve_points=
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
-from backfarm.engine.kernel import curve_buckets
+from backfarm.engine.kernel import CURVE_HIGH, CURVE_HIGH_BAR, CURVE_LOW, CURVE_LOW_BAR, curve_buckets
 from backfarm.errors import ValidationError
 
 MAX_POINTS = 500
@@ -85,3 +87,47 @@ def picks(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_points: int) -
                 k += 1
     kept[k] = n - 1
     return kept[: k + 1]
+
+
+def new_curve(n: int, max_points: int) -> tuple[np.ndarray, int]:
+    """An empty ``curve`` table for ``simulate`` and its bucket size (full buckets plus the tail)."""
+    empty, size = _empty_curve(n, max_points)
+    return empty.copy(), size
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_curve(n: int, max_points: int) -> tuple[np.ndarray, int]:
+    """The table :func:`new_curve` copies (a sweep asks for the same few shapes thousands of times)."""
+    size, full = curve_buckets(n, max_points)
+    curve = np.empty((full + 1, 4), dtype=np.float64)
+    curve[:, CURVE_LOW] = np.inf
+    curve[:, CURVE_HIGH] = -np.inf
+    curve[:, CURVE_LOW_BAR] = -1.0
+    curve[:, CURVE_HIGH_BAR] = -1.0
+    curve.flags.writeable = False
+    return curve, size
+
+
+@njit(cache=True)
+def curve_points(curve: np.ndarray, n: int, first: float, last: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kept points of a curve (bars ascending, their equity): bar 0 (``first``), each bucket's minimum and
+    maximum in bar order (once when they are the same bar), bar n-1 (``last``)."""
+    nb = curve.shape[0]
+    bars = np.empty(2 * nb + 2, dtype=np.int64)
+    values = np.empty(2 * nb + 2, dtype=np.float64)
+    bars[0], values[0] = 0, first
+    k = 1
+    for b in range(nb):
+        if curve[b, CURVE_LOW_BAR] < 0:  # an empty tail bucket
+            continue
+        low, high = int(curve[b, CURVE_LOW_BAR]), int(curve[b, CURVE_HIGH_BAR])
+        if low <= high:
+            pairs = ((low, curve[b, CURVE_LOW]), (high, curve[b, CURVE_HIGH]))
+        else:
+            pairs = ((high, curve[b, CURVE_HIGH]), (low, curve[b, CURVE_LOW]))
+        for bar, value in pairs:
+            if bar != bars[k - 1]:
+                bars[k], values[k] = bar, value
+                k += 1
+    bars[k], values[k] = n - 1, last
+    return bars[: k + 1], values[: k + 1]

@@ -14,7 +14,6 @@ fastmath), so results are exact and deterministic for given inputs, and the same
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -27,7 +26,7 @@ TARGET = 2
 END = 3
 EXIT_REASONS: tuple[str, ...] = ("signal", "stop", "target", "end")
 """Exit reason names, indexed by the codes above."""
-Stats = tuple[float, float, float, float, float, float, float, float]
+Stats = tuple[float, float, float, float, float, float, float, float, float, float]
 """The running equity statistics (:func:`_stats_start` gives the layout); numba passes them as a flat tuple."""
 
 # Slots of the state/accumulator vector ``acc``. The first group is live state, the second the running round trip,
@@ -58,7 +57,9 @@ GROSS_WIN = 22
 GROSS_LOSS = 23
 SUM_TRADE_RET = 24
 BAD_BAR = 25
-N_SLOTS = 26
+SUM_R3 = 26
+SUM_R4 = 27
+N_SLOTS = 28
 
 _DD_SLACK = 1e-12
 """Headroom of the drawdown pre-check (in drawdown units), far above the few ulps of rounding it must absorb."""
@@ -236,12 +237,15 @@ def _mark(st: Stats, e: float) -> tuple[Any, ...]:
     An unchanged equity has r = 0 and leaves the drawdown as it was, so it changes nothing. ``dd_floor`` sits just
     above the equity that would deepen the maximum drawdown, so the exact division runs only near one.
     """
-    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars = st
+    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4 = st
     if e == e_prev:
         return st
     r = e / e_prev - 1.0
+    r2 = r * r
     sum_r += r
-    sum_r2 += r * r
+    sum_r2 += r2
+    sum_r3 += r2 * r
+    sum_r4 += r2 * r2
     if r < 0.0:
         sum_neg_r2 += r * r
         neg_bars += 1.0
@@ -251,13 +255,14 @@ def _mark(st: Stats, e: float) -> tuple[Any, ...]:
     elif e < dd_floor and e / peak - 1.0 < max_dd:
         max_dd = e / peak - 1.0
         dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
-    return (e, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars)
+    return (e, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4)
 
 
 @njit(cache=True)
 def _stats_start(capital: float) -> Stats:
-    """(previous equity, peak, max drawdown, drawdown floor, Σr, Σr², Σ(r<0)², count of r<0) before bar 0."""
-    return (capital, capital, 0.0, capital * (1.0 + _DD_SLACK), 0.0, 0.0, 0.0, 0.0)
+    """(previous equity, peak, max drawdown, drawdown floor, Σr, Σr², Σ(r<0)², count of r<0, Σr³, Σr⁴) before
+    bar 0."""
+    return (capital, capital, 0.0, capital * (1.0 + _DD_SLACK), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @njit(cache=True)
@@ -276,25 +281,6 @@ def curve_buckets(n: int, max_points: int) -> tuple[int, int]:
 
 CURVE_LOW, CURVE_LOW_BAR, CURVE_HIGH, CURVE_HIGH_BAR = 0, 1, 2, 3
 """Columns of the ``curve`` table: a bucket's lowest equity and its first bar, its highest and its first bar."""
-
-
-def new_curve(n: int, max_points: int) -> tuple[np.ndarray, int]:
-    """An empty ``curve`` table for ``simulate`` and its bucket size (full buckets plus the tail)."""
-    empty, size = _empty_curve(n, max_points)
-    return empty.copy(), size
-
-
-@functools.lru_cache(maxsize=64)
-def _empty_curve(n: int, max_points: int) -> tuple[np.ndarray, int]:
-    """The table :func:`new_curve` copies (a sweep asks for the same few shapes thousands of times)."""
-    size, full = curve_buckets(n, max_points)
-    curve = np.empty((full + 1, 4), dtype=np.float64)
-    curve[:, CURVE_LOW] = np.inf
-    curve[:, CURVE_HIGH] = -np.inf
-    curve[:, CURVE_LOW_BAR] = -1.0
-    curve[:, CURVE_HIGH_BAR] = -1.0
-    curve.flags.writeable = False
-    return curve, size
 
 
 @njit(cache=True, inline="always")
@@ -321,31 +307,6 @@ def _keep_flat(curve: np.ndarray, size: int, n: int, start: int, stop: int, e: f
     while t < min(stop, n - 1):
         _keep(curve, size, n, t, e)
         t = 1 + ((t - 1) // size + 1) * size  # the first bar of the next bucket
-
-
-@njit(cache=True)
-def curve_points(curve: np.ndarray, n: int, first: float, last: float) -> tuple[np.ndarray, np.ndarray]:
-    """The kept points of a curve (bars ascending, their equity): bar 0 (``first``), each bucket's minimum and
-    maximum in bar order (once when they are the same bar), bar n-1 (``last``)."""
-    nb = curve.shape[0]
-    bars = np.empty(2 * nb + 2, dtype=np.int64)
-    values = np.empty(2 * nb + 2, dtype=np.float64)
-    bars[0], values[0] = 0, first
-    k = 1
-    for b in range(nb):
-        if curve[b, CURVE_LOW_BAR] < 0:  # an empty tail bucket
-            continue
-        low, high = int(curve[b, CURVE_LOW_BAR]), int(curve[b, CURVE_HIGH_BAR])
-        if low <= high:
-            pairs = ((low, curve[b, CURVE_LOW]), (high, curve[b, CURVE_HIGH]))
-        else:
-            pairs = ((high, curve[b, CURVE_HIGH]), (low, curve[b, CURVE_LOW]))
-        for bar, value in pairs:
-            if bar != bars[k - 1]:
-                bars[k], values[k] = bar, value
-                k += 1
-    bars[k], values[k] = n - 1, last
-    return bars[: k + 1], values[: k + 1]
 
 
 @njit(cache=True)
@@ -487,7 +448,7 @@ def _mark_run(
     When a ``curve`` is kept the run is cut at its bucket boundaries, and each piece's first minimum and maximum
     are folded into their bucket (new extremes within a bucket are rare, so those branches are well predicted).
     """
-    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars = st
+    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4 = st
     n = close.shape[0]
     lowest = np.inf
     piece = start
@@ -506,8 +467,11 @@ def _mark_run(
                 if e > high:
                     high, high_bar = e, u  # type: ignore[assignment]  # numba types the bar as unsigned
             r = e / e_prev - 1.0
+            r2 = r * r
             sum_r += r
-            sum_r2 += r * r
+            sum_r2 += r2
+            sum_r3 += r2 * r
+            sum_r4 += r2 * r2
             down = min(r, 0.0)  # r when negative, else exactly 0.0: its square adds r² or nothing
             sum_neg_r2 += down * down
             neg_bars += np.float64(down < 0.0)
@@ -526,7 +490,7 @@ def _mark_run(
     # A NaN or infinite close makes the sum of returns non-finite; a non-positive one shows in ``lowest``. Checking
     # once here keeps the per-bar loop free of exits.
     ok = lowest > 0.0 and math.isfinite(sum_r)
-    return ok, (e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars)
+    return ok, (e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4)
 
 
 @njit(cache=True, inline="always")
@@ -572,6 +536,30 @@ def _hold(
     return end, marked, end - t, end == change + 1
 
 
+@njit(cache=True, inline="always")
+def _block_ends(
+    blocks: np.ndarray,
+    mark: int,
+    block: int,
+    mstep: int,
+    last_block: int,
+    stop: int,
+    cash: float,
+    qty: float,
+    close: np.ndarray,
+) -> tuple[int, int]:
+    """Record the ends of blocks that fall before bar ``stop`` (the next one is bar ``mark``, of block ``block``) in
+    a stretch whose bars are worth ``cash + qty × close`` (the expression every path marks a bar with; flat: ``cash``,
+    without reading a close, which a flat bar need not have). Returns the next end and its block; the end is past
+    every bar once only the last block is left (it ends with the last bar, recorded after the loop)."""
+    n = close.shape[0]
+    while mark < stop:
+        blocks[block] = cash if qty == 0.0 else cash + qty * close[mark]
+        block += 1
+        mark = mark + mstep if block < last_block else n
+    return mark, block
+
+
 @njit(cache=True)
 def simulate(
     open_: np.ndarray,
@@ -591,9 +579,16 @@ def simulate(
     record: bool,
     curve: np.ndarray,
     size: int,
+    blocks: np.ndarray,
+    mark0: int,
+    mstep: int,
 ) -> None:
     """Run the fill model over all bars, filling ``acc`` (and ``trades`` when ``record``; with it, every bar's
-    ``equity`` when ``size`` is 0, else the ``curve`` buckets of that size: see :func:`new_curve`).
+    ``equity`` when ``size`` is 0, else the ``curve`` buckets of that size: see
+    :func:`backfarm.engine.downsample.new_curve`).
+
+    ``blocks`` (empty when not wanted) receives the equity at the end of each block of bars: block b < len − 1 ends
+    with bar ``mark0 + b × mstep``, the last block with the last bar (see :mod:`backfarm.engine.returns`).
 
     ``stop_frac``/``target_frac`` are fractions of the average entry price, 0 meaning "no such exit". On a bar with
     an invalid price where one is needed the run stops and ``acc[BAD_BAR]`` holds its index (else -1).
@@ -614,6 +609,10 @@ def simulate(
     pending = False
     held_bars = 0
     st = _stats_start(capital)
+    # The next block end to record (``n``: none left; the last block is set after the loop) and its block. Every
+    # stretch below records the ends it passes with the equity it gives their bars.
+    last_block = blocks.shape[0] - 1
+    mark, block = (mark0, 0) if last_block > 0 else (n, 0)
     t = 0
     while t < n:
         o, h, lo, c = open_[t], high[t], low[t], close[t]
@@ -638,6 +637,7 @@ def simulate(
             equity[t] = e
         _keep(curve, size, n, t, e)
         st = _mark(st, e)
+        mark, block = _block_ends(blocks, mark, block, mstep, last_block, t + 1, cash, qty, close)
         x = _clean_target(exposure[t])
         pending = x != prev_x
         prev_x = x
@@ -649,6 +649,7 @@ def simulate(
             if every_bar:
                 equity[t:s] = cash
             _keep_flat(curve, size, n, t, s, cash)
+            mark, block = _block_ends(blocks, mark, block, mstep, last_block, s, cash, 0.0, close)
             t = s
         else:
             t, st, held, pending = _hold(
@@ -670,6 +671,7 @@ def simulate(
                 size,
             )
             held_bars += held
+            mark, block = _block_ends(blocks, mark, block, mstep, last_block, t, cash, qty, close)
             if pending:
                 prev_x = _clean_target(exposure[t - 1])
     acc[FINAL_EQUITY] = st[0]
@@ -678,4 +680,8 @@ def simulate(
     acc[SUM_R2] = st[5]
     acc[SUM_NEG_R2] = st[6]
     acc[NEG_BARS] = st[7]
+    acc[SUM_R3] = st[8]
+    acc[SUM_R4] = st[9]
     acc[HELD_BARS] = held_bars
+    if blocks.shape[0]:
+        blocks[blocks.shape[0] - 1] = st[0]  # the last block ends with the last bar, after the close-out

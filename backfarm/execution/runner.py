@@ -20,15 +20,17 @@ import pyarrow as pa
 from numba.core.dispatcher import Dispatcher
 
 from backfarm._util.ids import canonical_json
+from backfarm._util.time import NS_PER_SECOND
 from backfarm.candles.memo import CandleMemo
 from backfarm.core.candles import Candles, bars_per_year
 from backfarm.core.costs import Costs
 from backfarm.core.jobs import Batch, Job
-from backfarm.core.results import ResultRecord, round_and_hash
+from backfarm.core.results import ResultRecord, round_and_hash, round_metric
 from backfarm.core.versions import ENGINE_VERSION
 from backfarm.engine.artifacts import artifacts
 from backfarm.engine.backtest import run_backtest
 from backfarm.engine.downsample import MAX_POINTS
+from backfarm.engine.returns import blocks_for, daily_artifact
 from backfarm.errors import ConfigError
 from backfarm.results import columns
 from backfarm.results.rows import stored_row
@@ -103,11 +105,13 @@ def run_job(job: Job, candles: Candles, indicators: Indicators, curves: bool = T
 
 
 class _Shared:
-    """What every job of a batch has in common, computed once: the candles' checksum, the costs as JSON."""
+    """What every job of a batch has in common, computed once: the candles' checksum, the costs as JSON, the days
+    the daily returns are cut into."""
 
     def __init__(self, candles: Candles, job: Job) -> None:
         self.checksum = candles.checksum
         self.bars, self.gaps = len(candles), candles.gaps
+        self.blocks = blocks_for(int(candles.ts[0]) // NS_PER_SECOND, candles.bar_seconds, len(candles))
         self.costs_of = job.costs
         self.costs = canonical_json(job.costs.to_dict())
 
@@ -138,6 +142,7 @@ def _add(
         bars_per_year(candles.bar_seconds),
         record=curves,  # the equity curve and trades feed the stored artifacts (backfarm.engine.artifacts)
         curve_points=MAX_POINTS,  # only the points the stored curve keeps
+        blocks=shared.blocks,
     )
     metrics, digest = round_and_hash(result.metrics, shared.checksum, ENGINE_VERSION)
     identity = (
@@ -159,7 +164,11 @@ def _add(
     )  # the fields of rows.IDENTITY[1:], in order
     pictures = artifacts(result, candles, raw=True) if curves else {}
     equity, trades = pictures.get("equity"), pictures.get("trades")
-    rows.append(stored_row(job.job_id, digest, identity, time.time(), metrics, equity, trades, None))
+    moments = {name: round_metric(value) for name, value in (result.moments or {}).items()}
+    # The daily returns are kept with --no-curves too: they are statistics later analyses need, not a picture.
+    per_block = result.block_returns
+    daily = daily_artifact(per_block, shared.blocks, raw=True) if per_block is not None else None
+    rows.append(stored_row(job.job_id, digest, identity, time.time(), metrics, moments, equity, trades, daily, None))
 
 
 def _params_json(params: Mapping[str, Any]) -> str:

@@ -13,13 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from backfarm.core.results import METRICS, ResultRecord
+from backfarm.core.results import METRICS, MOMENTS, ResultRecord
 from backfarm.results import rows as row_format
-from backfarm.results.rows import EQUITY_FIELDS, INT_METRICS, TRADES_FIELDS, metric_column
+from backfarm.results.rows import ARTIFACTS, INT_METRICS, metric_column, moment_column
 
 _TEXT = pa.dictionary(pa.int32(), pa.string())
-_EQUITY = pa.struct([(name, pa.int64()) for name in EQUITY_FIELDS] + [("data", pa.binary())])
-_TRADES = pa.struct([(name, pa.int64()) for name in TRADES_FIELDS] + [("data", pa.binary())])
 _TYPES: dict[str, pa.DataType] = {
     "job_id": pa.string(),
     "result_hash": pa.string(),
@@ -29,8 +27,8 @@ _TYPES: dict[str, pa.DataType] = {
     "gaps": pa.int64(),
     "created_at": pa.float64(),
     **{metric_column(m): pa.int64() if m in INT_METRICS else pa.float64() for m in METRICS},
-    "equity": _EQUITY,
-    "trades": _TRADES,
+    **{moment_column(m): pa.float64() for m in MOMENTS},
+    **{name: pa.struct([(f, pa.int64()) for f in fields] + [("data", pa.binary())]) for name, fields in ARTIFACTS},
     "extra": pa.string(),
 }
 """Column types; every other column is dictionary-encoded text."""

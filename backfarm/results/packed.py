@@ -26,7 +26,7 @@ import zstandard
 
 from backfarm.core.results import METRICS
 from backfarm.results import rows
-from backfarm.results.rows import EQUITY_FIELDS, FACTS, FILTER_COLUMNS, PICTURES, TRADES_FIELDS, metric_column
+from backfarm.results.rows import ARTIFACTS, FACTS, FILTER_COLUMNS, PICTURES, metric_column
 
 LEVEL = 3
 """zstd level of both blobs (written once per batch by a worker; level 3 is zstd's default balance)."""
@@ -97,8 +97,9 @@ def row_key(value: float | int, job_id: str, ascending: bool) -> str:
 def _pictures(columns: Mapping[str, Sequence[Any]]) -> bytes:
     """The pictures blob before compression: header length, JSON header, then the artifacts' bytes in row order."""
     payload: list[bytes] = []
-    header: dict[str, list[Any]] = {"equity": [], "trades": [], "extra": list(columns["extra"])}
-    for name, fields in (("equity", EQUITY_FIELDS), ("trades", TRADES_FIELDS)):
+    header: dict[str, list[Any]] = {name: [] for name, _ in ARTIFACTS}
+    header["extra"] = list(columns["extra"])
+    for name, fields in ARTIFACTS:
         for art in columns[name]:
             if art is None:
                 header[name].append(None)
@@ -122,9 +123,9 @@ def pictures(blob: bytes) -> dict[str, list[Any]]:
     header = orjson.loads(raw[_HEADER.size : _HEADER.size + size])
     at = _HEADER.size + size
     out: dict[str, list[Any]] = {"extra": header["extra"]}
-    for name, fields in (("equity", EQUITY_FIELDS), ("trades", TRADES_FIELDS)):
+    for name, fields in ARTIFACTS:
         column: list[Any] = []
-        for entry in header[name]:
+        for entry in header.get(name) or [None] * len(header["extra"]):  # a chunk written before ``name`` existed
             if entry is None:
                 column.append(None)
                 continue
@@ -142,7 +143,7 @@ def row_dicts(
     """Rows ``at`` of a chunk as column name → value (with the pictures when given): what
     :func:`backfarm.results.rows.record` reads."""
     for i in at:
-        row = {name: facts_columns[name][i] for name in FACTS}
+        row = {name: column[i] for name, column in facts_columns.items()}  # (older chunks lack the newer columns)
         if picture_columns is not None:
             row.update((name, picture_columns[name][i]) for name in PICTURES)
         yield row

@@ -134,7 +134,7 @@ class EmbeddedReader(ResultReader):
         if not parts:
             return None
         params: dict[str, Any] = {"files": [str(self.parts.facts(p)) for p in parts]}
-        clause = "read_parquet($files, file_row_number = true)"
+        clause = "read_parquet($files, file_row_number = true, union_by_name = true)"
         if spots is not None:
             index = {part: i for i, part in enumerate(parts)}
             params["at_file"] = [index[part] for part, _ in spots]
@@ -167,9 +167,8 @@ class EmbeddedReader(ResultReader):
                 "at_file": [index[row["pics_part"]] for row in found],
                 "at_row": [row["pics_row"] for row in found],
             }
-            names = ", ".join(f'"{name}"' for name in rows.PICTURES)
             sql = (
-                f"SELECT file_index, file_row_number, {names} FROM read_parquet($files, file_row_number = true) "
+                "SELECT file_index, * FROM read_parquet($files, file_row_number = true, union_by_name = true) "
                 "SEMI JOIN (SELECT unnest($at_file) AS file_index, unnest($at_row) AS file_row_number) "
                 "USING (file_index, file_row_number)"
             )
@@ -194,7 +193,7 @@ class EmbeddedReader(ResultReader):
             "at_row": [row for _, row in spots],
         }
         sql = (
-            f"SELECT file_index, file_row_number, {_FACTS} FROM read_parquet($files, file_row_number = true) "
+            f"SELECT file_index, {_FACTS} FROM read_parquet($files, file_row_number = true, union_by_name = true) "
             "SEMI JOIN (SELECT unnest($at_file) AS file_index, unnest($at_row) AS file_row_number) "
             "USING (file_index, file_row_number)"
         )
@@ -250,8 +249,10 @@ class EmbeddedReader(ResultReader):
         return ranking.aggregate_columns(data[key], [data[name] for name in ranking.AGGREGATE_COLUMNS])
 
 
-_FACTS = ", ".join(f'"{name}"' for name in (*rows.FACTS, "pics_part", "pics_row"))
-"""The facts columns a record is made of, and where its pictures are."""
+_FACTS = "*"
+"""The facts columns a record is made of, and where its pictures are: all of them, by name (parts written before a
+column existed lack it; ``union_by_name`` reads it there as null, and a query over old parts only has no such
+column, which :func:`backfarm.results.rows.record` takes as null too)."""
 
 
 def _sweep_info(row: Sequence[Any]) -> SweepInfo:

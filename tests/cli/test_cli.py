@@ -210,9 +210,12 @@ def test_no_curves_stores_the_same_metrics_without_curves_and_the_dashboard_reco
     full = {r.job_id: r for r in EmbeddedStore(Path(env["BACKFARM_DATA_DIR"]) / "results").iter_results()}
     bare = {r.job_id: r for r in EmbeddedStore(tmp_path / "lean" / "results").iter_results()}
     assert len(full) == len(bare) > 64 and full.keys() == bare.keys()  # > 64: the pool path ran
-    assert all(r.extra == {} for r in bare.values())
+    assert all(set(r.extra) == {"daily"} for r in bare.values())  # statistics stay; pictures go
     assert all(decode_equity(r.extra) is not None for r in full.values())
     assert {k: r.metrics for k, r in bare.items()} == {k: r.metrics for k, r in full.items()}
+    assert {k: (r.moments, r.extra["daily"]) for k, r in bare.items()} == {
+        k: (r.moments, r.extra["daily"]) for k, r in full.items()
+    }
     assert {k: r.result_hash for k, r in bare.items()} == {k: r.result_hash for k, r in full.items()}
     job = next(iter(bare))
     shown, problem = with_curve(bare[job], Settings(data_dir=tmp_path / "lean"))

@@ -14,7 +14,7 @@ from backfarm.core import results as model
 from backfarm.core.candles import Candles
 from backfarm.core.costs import Costs
 from backfarm.core.results import METRICS, ResultRecord
-from backfarm.engine import kernel
+from backfarm.engine import downsample, kernel
 from backfarm.engine.backtest import run_backtest
 from backfarm.execution.local import plan_batches
 from backfarm.strategies.builtins import Breakout, MaCrossover, MeanReversion, Momentum, Volatility
@@ -144,7 +144,7 @@ def test_mark_run_folds_like_mark_bar_by_bar() -> None:
             expected = kernel._mark(expected, cash + qty * c)
         ok, got = kernel._mark_run(close, 10, 2900, cash, qty, start, empty, False, no_curve, 0)
         assert ok and got == expected
-        curve, size = kernel.new_curve(len(close), 60)
+        curve, size = downsample.new_curve(len(close), 60)
         ok, got = kernel._mark_run(close, 10, 2900, cash, qty, start, empty, False, curve, size)
         assert ok and got == expected  # keeping a curve changes no statistic
     for bad in (np.nan, np.inf, 0.0, -5.0):
@@ -158,7 +158,7 @@ def test_mark_run_keeps_each_buckets_first_extremes() -> None:
     rng = np.random.default_rng(4)
     close = np.round(100.0 + np.cumsum(rng.normal(0, 0.3, 2000)), 1)  # rounded: ties inside buckets
     equity = 50.0 + 2.0 * close
-    curve, size = kernel.new_curve(len(close), 40)
+    curve, size = downsample.new_curve(len(close), 40)
     kernel._mark_run(close, 7, 1990, 50.0, 2.0, kernel._stats_start(1000.0), np.empty(0), False, curve, size)
     for b in range(len(curve)):
         lo, hi = max(1 + b * size, 7), min(1 + (b + 1) * size, 1990, len(close) - 1)

@@ -12,9 +12,11 @@ import random
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from backfarm.core.results import METRICS, AggregateRow, Conflict, Filters, PutReport, ResultRecord, SweepRecord
+from backfarm.engine.returns import blocks_for, daily_artifact, decode_daily
 from backfarm.errors import ValidationError
 from backfarm.results.store import ResultStore
 
@@ -177,6 +179,22 @@ def test_record_round_trips_exactly(store: ResultStore) -> None:
         assert back.metrics["sharpe"] is None
         assert back.result_hash == record.result_hash
         assert back.to_json() == record.to_json()
+
+
+def test_moments_and_daily_returns_round_trip_exactly(store: ResultStore) -> None:
+    returns = np.array([0.0125, -0.02, 0.0, 1 / 3, -1e-300])
+    daily = daily_artifact(returns, blocks_for(1_790_000_000 - 1_790_000_000 % 86_400 + 600, 60, 5 * 1440 - 10))
+    moments = {"mean": 1.25e-5, "std": 0.000454599024858, "skew": -6.87673250697, "kurt": None}
+    record = dataclasses.replace(make_record("mo", extra={"daily": daily, "note": "n"}, sharpe=2.0), moments=moments)
+    bare = make_record("bare")  # stored without them (a paper result, or one written before they existed)
+    store.put([record, bare])
+    for back in (store.get("mo"), store.top("sharpe", 1, Filters(strategy="momentum"))[0]):
+        assert back == record
+        assert back is not None and back.to_json() == record.to_json()
+        assert decode_daily(back.extra["daily"])[1].tolist() == returns.tolist()
+    lean = store.top("sharpe", 2, pictures=False)
+    assert {r.job_id: r.moments for r in lean} == {"mo": moments, "bare": {}}  # moments are facts, not pictures
+    assert store.get("bare") == bare
 
 
 # --- ranking ------------------------------------------------------------------------------------------------------

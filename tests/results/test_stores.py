@@ -8,6 +8,7 @@ the same results at once.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import socket
@@ -18,8 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
+import orjson
+import pyarrow.parquet as pq
 import pytest
 import redis
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -27,10 +31,10 @@ from typer.testing import CliRunner
 from backfarm._util.connection import RedisConnection
 from backfarm.cli import app
 from backfarm.config import Settings
-from backfarm.core.results import METRICS, Filters, PutReport, ResultRecord
+from backfarm.core.results import METRICS, MOMENTS, Filters, PutReport, ResultRecord
 from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
 from backfarm.farm.ledger import Ledger
-from backfarm.results import columns, packed, partfiles, ranking
+from backfarm.results import columns, compaction, packed, partfiles, ranking, rows
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.factory import open_store
 from backfarm.results.legacy import LegacyStore
@@ -255,6 +259,66 @@ def test_embedded_records_read_back_from_the_right_row_groups(tmp_path: Path) ->
         assert [r.job_id for r in store.iter_results(Filters(sweep="s", strategy="a"))] == sorted(
             r.job_id for r in picked if r.strategy == "a"
         )
+
+
+NEW_FACTS = [rows.moment_column(m) for m in MOMENTS]
+"""Columns that stores written by backfarm 0.2.0 lack (with the ``daily`` picture)."""
+
+
+def _with_moments(record: ResultRecord) -> ResultRecord:
+    daily = {"v": 1, "t0": 0, "k": 1, "data": "AAAAAAAA8D8="}  # one block, return 1.0
+    return dataclasses.replace(
+        record, moments={"mean": 0.5, "std": 0.25, "skew": 0.0, "kurt": 3.0}, extra={**record.extra, "daily": daily}
+    )
+
+
+def test_embedded_parts_written_before_the_moments_still_read(tmp_path: Path) -> None:
+    """Part files without the moment columns and the daily picture (as backfarm 0.2.0 wrote them) read as results
+    without them, alone, beside new parts, and merged with them."""
+    with closing(EmbeddedStore(tmp_path / "results", auto_compact=False)) as store:
+        old = [make_record(f"old{i}", sharpe=float(i)) for i in range(3)]
+        store.put(old)
+        for path in _parts(store):  # rewrite the part as 0.2.0 did: no moment columns, no daily returns
+            pq.write_table(pq.read_table(path).drop_columns(NEW_FACTS), path)
+            pics = path.with_name(path.name.replace(".facts.", ".pictures."))
+            pq.write_table(pq.read_table(pics).drop_columns(["daily"]), pics)
+        assert "r_mean" not in pq.read_schema(_parts(store)[0]).names
+        assert store.get("old1") == old[1] and store.top("sharpe", 1) == [old[2]]
+        new = [_with_moments(make_record(f"new{i}", sharpe=10.0 + i)) for i in range(7)]
+        for record in new:  # one part each: with the old one, a full tier of eight to merge
+            store.put([record])
+        everything = sorted(old + new, key=lambda r: -(r.metrics["sharpe"] or 0.0))
+        assert store.top("sharpe", 10) == everything
+        report = compaction.compact(store.parts)
+        assert (report.merges, report.parts_merged, report.rows) == (1, 8, 10)
+        assert store.top("sharpe", 10) == everything
+        assert [r.job_id for r in store.iter_results()] == sorted(r.job_id for r in everything)
+        assert store.get("old0") == old[0] and store.get("new6") == new[6]
+
+
+def test_redis_chunks_written_before_the_moments_still_read(redis_url: str) -> None:
+    """A chunk without the moment columns and the daily picture (as backfarm 0.2.0 wrote it) reads as results
+    without them, beside chunks with them."""
+    with closing(RedisStore(redis_url, prefix="oldchunk")) as store:
+        old = [make_record(f"old{i}", sharpe=float(i)) for i in range(3)]
+        store.put(old)
+        client = redis.Redis.from_url(redis_url)
+        (key,) = client.keys("oldchunk:chunk:*")
+        facts = packed.facts(client.hget(key, "facts"))
+        for name in NEW_FACTS:
+            del facts[name]
+        raw = zstandard.ZstdDecompressor().decompress(client.hget(key, "pictures"))
+        (size,) = packed._HEADER.unpack_from(raw)
+        header = orjson.loads(raw[packed._HEADER.size : packed._HEADER.size + size])
+        del header["daily"]
+        head = orjson.dumps(header)
+        old_pictures = packed._HEADER.pack(len(head)) + head + raw[packed._HEADER.size + size :]
+        compress = zstandard.ZstdCompressor().compress
+        client.hset(key, mapping={"facts": compress(orjson.dumps(facts)), "pictures": compress(old_pictures)})
+        new = [_with_moments(make_record("new", sharpe=10.0))]
+        store.put(new)
+        assert store.top("sharpe", 4) == [new[0], old[2], old[1], old[0]]
+        assert store.get("old1") == old[1] and list(store.iter_results()) != []
 
 
 def test_embedded_unusable_path_is_a_config_error(tmp_path: Path) -> None:
