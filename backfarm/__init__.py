@@ -13,7 +13,7 @@ from backfarm.strategies.base import Param, Rule, Strategy
 if TYPE_CHECKING:
     from backfarm.strategies.indicators import Indicators
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["Indicators", "Param", "ParamValue", "Params", "Rule", "Strategy", "__version__"]
 

@@ -1,6 +1,9 @@
-"""``backfarm store info|compact|migrate``: look after the embedded result store (Parquet parts and their index)."""
+"""``backfarm store info|compact|migrate|complete``: look after the result store (the embedded store's Parquet parts
+and their index; migrating and completing work on the farm's Redis too)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -62,7 +65,7 @@ def migrate() -> None:
     if not old.exists():
         state.console.print(f"nothing to migrate: {old} does not exist")
         return
-    progress = _progress()
+    progress = _progress("migrating")
     with EmbeddedStore(settings.store_path) as store, progress:
         task = progress.add_task("results", total=None)
         report = run(old, store, lambda done, total: progress.update(task, completed=done, total=total))
@@ -73,6 +76,45 @@ def migrate() -> None:
     )
 
 
+@app.command("complete")
+def complete(
+    sweep: Annotated[str | None, typer.Option("--sweep", help="Only the results of this sweep (id or prefix).")] = None,
+) -> None:
+    """Give results stored by backfarm before 0.3 the moments of their bar returns and their daily returns, so later
+    analyses never recompute a backtest: each is recomputed once from its own fields and the cached candles
+    (fetched if missing), checked against its stored hash and filled in; nothing else changes. Works on the
+    embedded store, or on the farm's Redis with a Redis URL. Safe to interrupt and run again."""
+    from backfarm.core.results import Filters
+    from backfarm.errors import ValidationError
+    from backfarm.execution.complete import complete as run
+    from backfarm.results.factory import open_store
+
+    settings = state.settings()
+    with open_store(settings) as store:
+        filters = None
+        if sweep is not None:
+            info = store.sweep(sweep)
+            if info is None:
+                raise ValidationError(f"no sweep '{sweep}' (see `backfarm sweeps`)")
+            filters = Filters(sweep=info.sweep_id)
+        progress = _progress("completing")
+        with progress:
+            task = progress.add_task("results", total=None)
+            report = run(store, settings, filters, lambda n: progress.advance(task, n))
+    state.console.print(
+        f"completed {report.completed:,} of {report.found:,} results stored without their moments and daily returns"
+    )
+    for count, what in (
+        (report.other_version, "were made by another engine or strategy version and cannot be recomputed here"),
+        (report.disagreed, "recomputed to other metrics: recorded as conflicts, stored results kept"),
+        (report.failed, "could not be recomputed"),
+    ):
+        if count:
+            state.console.print(f"{count:,} {what}")
+    for line in report.problems:
+        state.console.print(f"  {line}")
+
+
 def _migrate_redis(url: str) -> None:
     from backfarm.results.redis_store import RedisStore
 
@@ -80,7 +122,7 @@ def _migrate_redis(url: str) -> None:
         if not store.legacy_results():
             state.console.print(f"nothing to migrate: {store.conn.safe_url} holds no results of backfarm 0.1")
             return
-        progress = _progress()
+        progress = _progress("migrating")
         with progress:
             task = progress.add_task("results", total=None)
             moved = store.migrate_legacy(lambda done, total: progress.update(task, completed=done, total=total))
@@ -90,9 +132,9 @@ def _migrate_redis(url: str) -> None:
         )
 
 
-def _progress() -> Progress:
+def _progress(doing: str) -> Progress:
     return Progress(
-        TextColumn("[bold]migrating"),
+        TextColumn(f"[bold]{doing}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -14,21 +14,13 @@ from typing import Any
 
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
-from backfarm.core.jobs import Job
 from backfarm.core.results import ResultRecord
 from backfarm.dashboard.paper import record_extra
 from backfarm.errors import BackfarmError
+from backfarm.execution.complete import job_of
 from backfarm.execution.runner import run_job
 from backfarm.paper.store import open_session_store
 from backfarm.paper.store.base import SESSION_FILE, SessionStore
-
-
-def job_of(record: ResultRecord) -> Job | None:
-    """The job that produced ``record``, or ``None`` if its fields no longer hash to its id (another version)."""
-    try:
-        return Job.from_dict(vars(record))  # a record has every field of a job; the id must match
-    except (KeyError, TypeError, ValueError, BackfarmError):
-        return None
 
 
 def with_curve(

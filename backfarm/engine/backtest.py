@@ -43,7 +43,7 @@ import numpy as np
 from backfarm.core.costs import Costs
 from backfarm.engine import downsample, kernel
 from backfarm.engine.metrics import Metrics, metrics_from_accumulators
-from backfarm.engine.returns import Blocks, Moments, block_returns, moments_from_accumulators
+from backfarm.engine.returns import Blocks, Moments, moments_from_accumulators
 from backfarm.errors import DataError, ValidationError
 
 _NO_EQUITY = np.empty(0, dtype=np.float64)
@@ -192,7 +192,7 @@ def _simulate(
     curve_points: int = 0,
     blocks: Blocks | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run the kernel; returns (accumulators, equity, trade table, curve buckets, equity at each block's end).
+    """Run the kernel; returns (accumulators, equity, trade table, curve buckets, each block's return).
 
     With ``record`` and ``curve_points`` below the number of bars, the kernel keeps each bucket's extremes instead
     of every bar's equity (``equity`` is then empty).
@@ -257,10 +257,11 @@ def run_backtest(
     acc, equity, table, buckets, ends = _simulate(
         prices, _exposure(exposure, n), costs, capital, record, curve_points, blocks
     )
-    metrics = metrics_from_accumulators(acc, n, capital, bars_per_year)
-    moments = moments_from_accumulators(acc, n)
-    final = float(acc[kernel.FINAL_EQUITY])
-    per_block = block_returns(ends, float(capital)) if blocks is not None else None
+    values = acc.tolist()  # plain floats: cheaper to finish than numpy scalars
+    metrics = metrics_from_accumulators(values, n, capital, bars_per_year)
+    moments = moments_from_accumulators(values, n)
+    final = values[kernel.FINAL_EQUITY]
+    per_block = ends if blocks is not None else None
     if not record:
         return BacktestResult(metrics, final, moments=moments, block_returns=per_block)
     # A copy: the table is this thread's scratch, reused by the next run.

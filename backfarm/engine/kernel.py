@@ -26,7 +26,7 @@ TARGET = 2
 END = 3
 EXIT_REASONS: tuple[str, ...] = ("signal", "stop", "target", "end")
 """Exit reason names, indexed by the codes above."""
-Stats = tuple[float, float, float, float, float, float, float, float, float, float]
+Stats = tuple[float, float, float, float, float, float, float, float, float]
 """The running equity statistics (:func:`_stats_start` gives the layout); numba passes them as a flat tuple."""
 
 # Slots of the state/accumulator vector ``acc``. The first group is live state, the second the running round trip,
@@ -45,21 +45,20 @@ FINAL_EQUITY = 10
 SUM_R = 11
 SUM_R2 = 12
 SUM_NEG_R2 = 13
-NEG_BARS = 14
-MAX_DRAWDOWN = 15
-HELD_BARS = 16
-NOTIONAL = 17
-FEES = 18
-TRADES = 19
-WINS = 20
-LOSSES = 21
-GROSS_WIN = 22
-GROSS_LOSS = 23
-SUM_TRADE_RET = 24
-BAD_BAR = 25
-SUM_R3 = 26
-SUM_R4 = 27
-N_SLOTS = 28
+MAX_DRAWDOWN = 14
+HELD_BARS = 15
+NOTIONAL = 16
+FEES = 17
+TRADES = 18
+WINS = 19
+LOSSES = 20
+GROSS_WIN = 21
+GROSS_LOSS = 22
+SUM_TRADE_RET = 23
+BAD_BAR = 24
+SUM_R3 = 25
+SUM_R4 = 26
+N_SLOTS = 27
 
 _DD_SLACK = 1e-12
 """Headroom of the drawdown pre-check (in drawdown units), far above the few ulps of rounding it must absorb."""
@@ -237,7 +236,7 @@ def _mark(st: Stats, e: float) -> tuple[Any, ...]:
     An unchanged equity has r = 0 and leaves the drawdown as it was, so it changes nothing. ``dd_floor`` sits just
     above the equity that would deepen the maximum drawdown, so the exact division runs only near one.
     """
-    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4 = st
+    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, sum_r3, sum_r4 = st
     if e == e_prev:
         return st
     r = e / e_prev - 1.0
@@ -248,21 +247,21 @@ def _mark(st: Stats, e: float) -> tuple[Any, ...]:
     sum_r4 += r2 * r2
     if r < 0.0:
         sum_neg_r2 += r * r
-        neg_bars += 1.0
     if e > peak:
         peak = e
         dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
     elif e < dd_floor and e / peak - 1.0 < max_dd:
         max_dd = e / peak - 1.0
         dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
-    return (e, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4)
+    return (e, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, sum_r3, sum_r4)
 
 
 @njit(cache=True)
 def _stats_start(capital: float) -> Stats:
-    """(previous equity, peak, max drawdown, drawdown floor, Σr, Σr², Σ(r<0)², count of r<0, Σr³, Σr⁴) before
-    bar 0."""
-    return (capital, capital, 0.0, capital * (1.0 + _DD_SLACK), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    """(previous equity, peak, max drawdown, drawdown floor, Σr, Σr², Σ(r<0)², Σr³, Σr⁴) before bar 0. (Whether
+    any r is negative is Σ(r<0)² > 0: a negative r too small to square to a positive number leaves Sortino's
+    denominator 0 either way, and so the metric undefined.)"""
+    return (capital, capital, 0.0, capital * (1.0 + _DD_SLACK), 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @njit(cache=True)
@@ -448,7 +447,7 @@ def _mark_run(
     When a ``curve`` is kept the run is cut at its bucket boundaries, and each piece's first minimum and maximum
     are folded into their bucket (new extremes within a bucket are rare, so those branches are well predicted).
     """
-    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4 = st
+    e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, sum_r3, sum_r4 = st
     n = close.shape[0]
     lowest = np.inf
     piece = start
@@ -474,7 +473,6 @@ def _mark_run(
             sum_r4 += r2 * r2
             down = min(r, 0.0)  # r when negative, else exactly 0.0: its square adds r² or nothing
             sum_neg_r2 += down * down
-            neg_bars += np.float64(down < 0.0)
             peak = max(peak, e)
             dd_floor = peak * (1.0 + (max_dd + _DD_SLACK))
             if e < dd_floor:
@@ -490,7 +488,7 @@ def _mark_run(
     # A NaN or infinite close makes the sum of returns non-finite; a non-positive one shows in ``lowest``. Checking
     # once here keeps the per-bar loop free of exits.
     ok = lowest > 0.0 and math.isfinite(sum_r)
-    return ok, (e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, neg_bars, sum_r3, sum_r4)
+    return ok, (e_prev, peak, max_dd, dd_floor, sum_r, sum_r2, sum_neg_r2, sum_r3, sum_r4)
 
 
 @njit(cache=True, inline="always")
@@ -560,6 +558,19 @@ def _block_ends(
     return mark, block
 
 
+@njit(cache=True, inline="always")
+def _block_returns(blocks: np.ndarray, final: float, capital: float) -> None:
+    """Close the last block with the ``final`` equity (after the close-out), then turn each block's end equity into
+    its return, in place (backwards: each reads the previous block's end; the first starts from ``capital``)."""
+    last = blocks.shape[0] - 1
+    if last < 0:
+        return
+    blocks[last] = final
+    for b in range(last, 0, -1):
+        blocks[b] = blocks[b] / blocks[b - 1] - 1.0
+    blocks[0] = blocks[0] / capital - 1.0
+
+
 @njit(cache=True)
 def simulate(
     open_: np.ndarray,
@@ -587,8 +598,9 @@ def simulate(
     ``equity`` when ``size`` is 0, else the ``curve`` buckets of that size: see
     :func:`backfarm.engine.downsample.new_curve`).
 
-    ``blocks`` (empty when not wanted) receives the equity at the end of each block of bars: block b < len − 1 ends
-    with bar ``mark0 + b × mstep``, the last block with the last bar (see :mod:`backfarm.engine.returns`).
+    ``blocks`` (empty when not wanted) receives the return of each block of bars, from the equity at its end to the
+    equity at the previous block's end (the first from ``capital``): block b < len − 1 ends with bar
+    ``mark0 + b × mstep``, the last block with the last bar (see :mod:`backfarm.engine.returns`).
 
     ``stop_frac``/``target_frac`` are fractions of the average entry price, 0 meaning "no such exit". On a bar with
     an invalid price where one is needed the run stops and ``acc[BAD_BAR]`` holds its index (else -1).
@@ -679,9 +691,7 @@ def simulate(
     acc[SUM_R] = st[4]
     acc[SUM_R2] = st[5]
     acc[SUM_NEG_R2] = st[6]
-    acc[NEG_BARS] = st[7]
-    acc[SUM_R3] = st[8]
-    acc[SUM_R4] = st[9]
+    acc[SUM_R3] = st[7]
+    acc[SUM_R4] = st[8]
     acc[HELD_BARS] = held_bars
-    if blocks.shape[0]:
-        blocks[blocks.shape[0] - 1] = st[0]  # the last block ends with the last bar, after the close-out
+    _block_returns(blocks, st[0], capital)

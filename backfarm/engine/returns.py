@@ -16,7 +16,8 @@ Definitions (``r_t`` the n bar returns of :mod:`backfarm.engine.metrics`, μ = m
   blocks gives ``total_return``.
 
 The moments come from the kernel's power sums Σr, Σr², Σr³, Σr⁴ (central moments by the binomial expansion); the
-block ends are recorded by the kernel as it passes them (:func:`backfarm.engine.kernel.simulate`).
+block ends are recorded by the kernel as it passes them, and turned into returns when it is done
+(:func:`backfarm.engine.kernel.simulate`).
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def blocks_for(first_open_s: int, bar_seconds: int, n: int) -> Blocks:
     return Blocks(t0, per_block, first_end, span // bar_seconds, count)
 
 
-def moments_from_accumulators(acc: np.ndarray, n: int) -> Moments:
-    """The moments (see the module docstring) from the kernel's power sums over ``n`` bars."""
+def moments_from_accumulators(accumulators: np.ndarray | list[float], n: int) -> Moments:
+    """The moments (see the module docstring) from the kernel's power sums over ``n`` bars (the accumulator
+    vector, or it as a list)."""
+    acc = accumulators.tolist() if isinstance(accumulators, np.ndarray) else accumulators
     mean = acc[k.SUM_R] / n
     s2, s3, s4 = acc[k.SUM_R2] / n, acc[k.SUM_R3] / n, acc[k.SUM_R4] / n
     m2 = s2 - mean * mean
@@ -93,18 +96,20 @@ def reference_moments(returns: np.ndarray) -> Moments:
 def _assemble(mean: float, m2: float, m3: float, m4: float, s2: float, n: int) -> Moments:
     """The moments dict; undefined or non-finite values are ``None``."""
     m2 = max(m2, 0.0)
-    varies = m2 > _FLAT_SPREAD * s2 and m2 > 0.0
+    cube, square = m2**1.5, m2 * m2
+    varies = m2 > _FLAT_SPREAD * s2 and cube > 0.0 and square > 0.0  # (a tiny m2's powers can underflow to 0)
     values: dict[str, float | None] = {
         "mean": mean,
         "std": math.sqrt(m2 * n / (n - 1)) if n > 1 else None,
-        "skew": m3 / m2**1.5 if varies else None,
-        "kurt": m4 / (m2 * m2) if varies else None,
+        "skew": m3 / cube if varies else None,
+        "kurt": m4 / square if varies else None,
     }
     return {name: float(v) if v is not None and math.isfinite(v) else None for name, v in values.items()}
 
 
 def block_returns(block_equity: np.ndarray, capital: float) -> np.ndarray:
-    """The block returns from the equity at each block's end (the first block starts from ``capital``)."""
+    """The block returns from the equity at each block's end (the first block starts from ``capital``): what the
+    kernel computes in place, written out for anything that has the block ends (and for its check)."""
     previous = np.concatenate(([capital], block_equity[:-1]))
     returns: np.ndarray = block_equity / previous - 1.0
     return returns

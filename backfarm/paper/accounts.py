@@ -411,7 +411,7 @@ class Account:
         self.sum_r2 += r * r
         if r < 0.0:
             self.sum_neg_r2 += r * r
-            self.neg_bars += 1.0
+            self.neg_bars += 1.0  # no longer read (Sortino's condition is Σ(r<0)² > 0), kept: checkpoints hold it
         if e > self.peak:
             self.peak = e
             self.dd_floor = self.peak * (1.0 + (self.max_dd + _DD_SLACK))
@@ -450,7 +450,6 @@ class Account:
             kernel.SUM_R: self.sum_r,
             kernel.SUM_R2: self.sum_r2,
             kernel.SUM_NEG_R2: self.sum_neg_r2,
-            kernel.NEG_BARS: self.neg_bars,
             kernel.MAX_DRAWDOWN: self.max_dd,
             kernel.HELD_BARS: self.held_bars,
             kernel.NOTIONAL: self.notional,

@@ -11,16 +11,17 @@ pictures) is read from its row groups when one is asked for, and readers work wh
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from backfarm._util.ids import canonical_json
-from backfarm.core.results import PutReport, ResultRecord, SweepRecord
+from backfarm.core.results import Filters, PutReport, ResultRecord, SweepRecord
 from backfarm.errors import ValidationError
-from backfarm.results import columns, compaction, partfiles
-from backfarm.results.reader import EmbeddedReader
+from backfarm.results import columns, compaction, completion, partfiles, rows
+from backfarm.results.reader import PAGE, EmbeddedReader
 from backfarm.results.store import ResultStore
 
 AUTO_COMPACT_ROWS = 2**15
@@ -101,3 +102,45 @@ class EmbeddedStore(EmbeddedReader, ResultStore):
                 "ON CONFLICT (sweep_id, job_id) DO UPDATE SET reason = excluded.reason, at = excluded.at",
                 [(sweep_id, job_id, reason, now) for job_id in ids],
             )
+
+    def incomplete(self, filters: Filters | None = None) -> Iterator[tuple[object, list[ResultRecord]]]:
+        """Backtest results stored without their moments and daily returns, a part at a time (the unit
+        :meth:`fill_in` rewrites), in pages."""
+        with self.parts.snapshot() as db:
+            if filters is None or filters.sweep is None:
+                wanted: dict[int, list[int] | None] = dict.fromkeys(self.parts.visible(db))
+            else:
+                sql = "SELECT j.part, j.row FROM manifest m JOIN jobs j ON j.job_id = m.job_id WHERE m.sweep_id = ?"
+                by_part: dict[int, list[int]] = {}
+                for part, row in db.execute(sql, (filters.sweep,)):
+                    by_part.setdefault(part, []).append(row)
+                wanted = dict(by_part)
+        for part in sorted(wanted):
+            path = self.parts.facts(part)
+            if not path.exists():
+                continue  # merged into another part (and deleted) since the snapshot: a rerun finds its rows there
+            params: dict[str, object] = {"file": str(path)}
+            where = self._where(filters, params)
+            conditions = [where.removeprefix("WHERE ")] if where else []
+            conditions.append("kind = 'backtest'")
+            if _MEAN in pq.read_schema(path).names:
+                conditions.append(f'"{_MEAN}" IS NULL')
+            if wanted[part] is not None:
+                params["rows"] = wanted[part]
+                conditions.append("file_row_number IN (SELECT unnest($rows))")
+            sql = (
+                f"SELECT * FROM read_parquet($file, file_row_number = true) WHERE {' AND '.join(conditions)} "
+                "ORDER BY file_row_number LIMIT $n OFFSET $offset"
+            )
+            offset = 0
+            while page := self.duck.named(sql, {**params, "n": PAGE, "offset": offset}):
+                yield part, [rows.record(row) for row in page]
+                offset += len(page)
+
+    def fill_in(self, results: Sequence[ResultRecord] | pa.Table) -> int:
+        """Rewrite the parts holding results that lack their moments and daily returns, once each
+        (:mod:`backfarm.results.completion`)."""
+        return completion.fill_in(self.parts, columns.as_table(results))
+
+
+_MEAN = rows.moment_column("mean")

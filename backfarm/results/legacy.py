@@ -276,6 +276,14 @@ class LegacyStore(ResultStore):
                 [(sweep_id, job_id, reason, now) for job_id in ids],
             )
 
+    def incomplete(self, filters: Filters | None = None) -> Iterator[tuple[object, list[ResultRecord]]]:
+        """Not here: results are completed in the current layout, after ``backfarm store migrate``."""
+        raise ConfigError(_CONVERT_FIRST)
+
+    def fill_in(self, results: pa.Table) -> int:
+        """Not here: results are completed in the current layout, after ``backfarm store migrate``."""
+        raise ConfigError(_CONVERT_FIRST)
+
     def pending(self, sweep_id: str) -> list[str]:
         """Expected job ids of a sweep that are neither done nor dead, sorted."""
         rows = self._query(
@@ -331,6 +339,9 @@ _SWEEP = """SELECT s.sweep_id, s.created_at, s.spec, s.source,
     (SELECT COUNT(*) FROM dead d JOIN manifest m ON m.sweep_id = d.sweep_id AND m.job_id = d.job_id
         WHERE d.sweep_id = s.sweep_id AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = d.job_id))
     FROM sweeps s"""
+
+
+_CONVERT_FIRST = "this store has the format of backfarm before 0.2: convert it with `backfarm store migrate` first"
 
 
 def _sweep_info(row: Sequence[Any]) -> SweepInfo:

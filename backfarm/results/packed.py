@@ -60,9 +60,9 @@ def columns_of(stored: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
 
 def pack(columns: Mapping[str, Sequence[Any]]) -> Chunk:
     """The chunk of a batch given as columns (every name of :data:`FACTS` and :data:`PICTURES`)."""
-    compress = zstandard.ZstdCompressor(level=LEVEL).compress
-    facts = compress(orjson.dumps({name: list(columns[name]) for name in FACTS}))
-    chunk = Chunk(facts, compress(_pictures(columns)), list(columns["job_id"]), list(columns["result_hash"]))
+    chunk = Chunk(
+        encode_facts(columns), encode_pictures(columns), list(columns["job_id"]), list(columns["result_hash"])
+    )
     ids = chunk.job_ids
     for metric in METRICS:
         values = columns[metric_column(metric)]
@@ -76,6 +76,16 @@ def pack(columns: Mapping[str, Sequence[Any]]) -> Chunk:
     for name in FILTER_COLUMNS:
         chunk.values[name] = sorted({str(v) for v in columns[name] if v is not None})
     return chunk
+
+
+def encode_facts(columns: Mapping[str, Sequence[Any]]) -> bytes:
+    """The facts blob of a chunk's columns."""
+    return zstandard.ZstdCompressor(level=LEVEL).compress(orjson.dumps({name: list(columns[name]) for name in FACTS}))
+
+
+def encode_pictures(columns: Mapping[str, Sequence[Any]]) -> bytes:
+    """The pictures blob of a chunk's columns."""
+    return zstandard.ZstdCompressor(level=LEVEL).compress(_pictures(columns))
 
 
 def sort_key(value: float | int, ascending: bool) -> str:

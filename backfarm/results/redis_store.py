@@ -25,10 +25,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import redis
+
 from backfarm._util.connection import RedisConnection
 from backfarm._util.ids import canonical_json
 from backfarm._util.keys import DEFAULT_PREFIX
 from backfarm.core.results import (
+    MOMENTS,
     AggregateRow,
     Conflict,
     Filters,
@@ -451,6 +454,57 @@ class RedisStore(ResultStore):
             for chunk, facts, keep in found:
                 yield from packed.records(facts, pics[chunk], keep)
 
+    def incomplete(self, filters: Filters | None = None) -> Iterator[tuple[object, list[ResultRecord]]]:
+        """Backtest results stored without their moments and daily returns, a chunk at a time (the chunk is the
+        unit :meth:`fill_in` rewrites)."""
+        with self.conn.guard():
+            chunks, sweep = self._candidates(filters)
+        for i in range(0, len(chunks), ROUND):
+            with self.conn.guard():
+                found = list(self._rows(chunks[i : i + ROUND], sweep, filters))
+            for chunk, facts, keep in found:
+                means = facts.get(_MEAN)
+                lacking = [r for r in keep if facts["kind"][r] == "backtest" and (means is None or means[r] is None)]
+                if lacking:
+                    yield chunk, packed.records(facts, None, lacking)
+
+    @_guarded
+    def fill_in(self, results: pa.Table) -> int:
+        """Rewrite the chunks holding results that lack their moments and daily returns, each in one transaction
+        that fails (and is retried) if the chunk changed since it was read; the rows' other values, the chunk's
+        bounds and its sets are unchanged (no metric changes)."""
+        given = results.select(["job_id", "result_hash", *_COMPLETED]).to_pydict()
+        at = {job: i for i, job in enumerate(given["job_id"])}
+        entries: Any = self._r.hmget(self.keys.jobs, list(at)) if at else []
+        by_chunk: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for job, entry in zip(at, entries, strict=True):
+            if entry is not None:
+                chunk, row, digest = entry.split(":", 2)
+                if digest == given["result_hash"][at[job]]:
+                    by_chunk[int(chunk)].append((int(row), at[job]))
+        return sum(self._fill_chunk(chunk, rows, given) for chunk, rows in by_chunk.items())
+
+    def _fill_chunk(self, chunk: int, rows: list[tuple[int, int]], given: Mapping[str, list[Any]]) -> int:
+        """Fill in ``rows`` (row, index into ``given``) of one chunk; how many lacked them."""
+        key = self.keys.chunk(chunk)
+        with self.conn.raw.pipeline() as transaction:
+            pipe: Any = transaction  # redis-py's pipeline is untyped in WATCH mode
+            while True:
+                try:
+                    pipe.watch(key)
+                    facts_blob, pics_blob = pipe.hmget(key, ["facts", "pictures"])
+                    facts, pics = packed.facts(facts_blob), packed.pictures(pics_blob)
+                    filled = _fill_columns(facts, pics, rows, given)
+                    if filled:
+                        both = {**facts, **pics}
+                        blobs = {"facts": packed.encode_facts(both), "pictures": packed.encode_pictures(both)}
+                        pipe.multi()
+                        pipe.hset(key, mapping=blobs)
+                        pipe.execute()
+                    return filled
+                except redis.WatchError:
+                    continue  # the chunk changed between the read and the write (another completion): read again
+
     def aggregate(self, by: str, filters: Filters | None = None) -> list[AggregateRow]:
         """Summaries by ``strategy`` or ``symbol`` from the facts alone (same arithmetic as every store)."""
         key = ranking.check_group(by)
@@ -519,6 +573,25 @@ class RedisStore(ResultStore):
             created = float(meta["created_at"])
             infos.append(SweepInfo(sweep_id, created, json.loads(meta["spec"]), meta["source"], total, done, dead))
         return infos
+
+
+_MEAN = rows.moment_column("mean")
+_COMPLETED = (*(rows.moment_column(m) for m in MOMENTS), "daily")
+"""The columns :meth:`RedisStore.fill_in` fills in (the moments are facts, the daily returns a picture)."""
+
+
+def _fill_columns(facts: Facts, pics: Facts, rows: list[tuple[int, int]], given: Mapping[str, list[Any]]) -> int:
+    """Fill in the moments (facts) and daily returns (pictures) of a chunk's ``rows`` that lack them, from
+    ``given``; how many did (chunks written before those columns existed get them, null elsewhere)."""
+    size = len(facts["job_id"])
+    home = {name: facts if name != "daily" else pics for name in _COMPLETED}
+    for name in _COMPLETED:
+        home[name].setdefault(name, [None] * size)
+    todo = [(r, i) for r, i in rows if facts[_MEAN][r] is None]
+    for r, i in todo:
+        for name in _COMPLETED:
+            home[name][name][r] = given[name][i]
+    return len(todo)
 
 
 def _row_key(entry: tuple[Any, int, int, Facts], column: str, asc: bool) -> str:

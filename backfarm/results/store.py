@@ -103,3 +103,16 @@ class ResultStore(ResultReader):
     @abstractmethod
     def mark_dead(self, sweep_id: str, job_ids: str | Sequence[str], reason: str) -> None:
         """Give up on one job (or several) of a sweep, keeping the reason (the latest wins)."""
+
+    @abstractmethod
+    def incomplete(self, filters: Filters | None = None) -> Iterator[tuple[object, list[ResultRecord]]]:
+        """Backtest results passing ``filters`` that were stored without the moments of their bar returns and
+        their daily returns (by backfarm before 0.3), as (unit, records without pictures) pages: consecutive pages
+        of one unit (an embedded part, a Redis chunk) are best completed by one :meth:`fill_in`."""
+
+    @abstractmethod
+    def fill_in(self, results: pa.Table) -> int:
+        """Give stored results the moments and daily returns they lack, from ``results`` (a table of
+        :mod:`backfarm.results.columns`: the same jobs recomputed). Only results stored without them and whose
+        result hash equals the recomputation's are touched; nothing else of a result changes. How many were
+        filled in."""
