@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ def fmt_stats(stats: Stats, unit: str = "/s", digits: int = 0) -> str:
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The report for people: one section per measurement, ratios and targets last."""
-    out = console.print
+    out = functools.partial(console.print, markup=True)  # the report's own styles; its text is ours
     cfg = report["config"]
     out(
         f"[bold]backfarm bench[/] · {report['machine']['cores']} cores · {cfg['jobs']:,} jobs "
@@ -73,7 +74,7 @@ def _mb(value: float | None) -> str:
 def _print_scaling(scaling: dict[str, Any] | None, console: Console) -> None:
     if not scaling:
         return
-    out = console.print
+    out = functools.partial(console.print, markup=True)  # the report's own styles; its text is ours
     out("\n[bold]scaling with bars[/] (one symbol, every grid, all cores):")
     for row in scaling["rows"]:
         out(
@@ -86,7 +87,7 @@ def _print_scaling(scaling: dict[str, Any] | None, console: Console) -> None:
 def _print_references(refs: dict[str, Any] | None, console: Console) -> None:
     if not refs:
         return
-    out = console.print
+    out = functools.partial(console.print, markup=True)  # the report's own styles; its text is ours
     out(f"\n[bold]SMA-crossover part[/] ({refs['params']} params × {refs['symbols']} symbols = {refs['jobs']} jobs):")
     ours = refs["backfarm"]
     out(f"  {'backfarm, one process, results not stored:':<46} {fmt_stats(ours['one_process_backtests_per_s'])}")
@@ -103,7 +104,7 @@ def _print_references(refs: dict[str, Any] | None, console: Console) -> None:
 def _print_farm(farm: dict[str, Any] | None, console: Console) -> None:
     if not farm:
         return
-    out = console.print
+    out = functools.partial(console.print, markup=True)  # the report's own styles; its text is ours
     where = "a private redis-server" if farm["private_redis"] else "the configured Redis"
     out(f"\n[bold]standard sweep, farm[/] (Celery + {where}, submit to seen complete, as `backfarm backtest` waits):")
     for row in farm["runs"]:
@@ -121,7 +122,7 @@ def _print_farm(farm: dict[str, Any] | None, console: Console) -> None:
 def _print_store(store: dict[str, Any] | None, console: Console) -> None:
     if not store:
         return
-    out = console.print
+    out = functools.partial(console.print, markup=True)  # the report's own styles; its text is ours
     build = store["build"]
     out(
         f"\n[bold]result store at {store['size']:,} results[/] (embedded; built through put in {build['put_s']:.0f} s, "

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from backfarm.cli import options, state
 from backfarm.cli.output import aggregate_table, source_label, top_table
@@ -189,7 +190,7 @@ class _Bar:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
@@ -208,9 +209,13 @@ def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, fa
     span = f"{exp.windows[0][0]:%Y-%m-%d} → {exp.windows[-1][1]:%Y-%m-%d}"
     windows = f", {len(exp.windows)} windows" if len(exp.windows) > 1 else ""
     console.print(
-        f"sweep [bold]{outcome.sweep_id}[/] · {outcome.total:,} jobs ({outcome.stats.computed:,} computed, "
-        f"{outcome.reused:,} reused{', ' + str(outcome.stats.failed) + ' failed' if outcome.stats.failed else ''}) · "
-        f"{exp.spec.granularity} bars {span}{windows}"
+        Text.assemble(
+            "sweep ",
+            (outcome.sweep_id, "bold"),
+            f" · {outcome.total:,} jobs ({outcome.stats.computed:,} computed, {outcome.reused:,} reused"
+            f"{', ' + format(outcome.stats.failed, ',') + ' failed' if outcome.stats.failed else ''}) · "
+            f"{exp.spec.granularity} bars {span}{windows}",
+        )
     )
     console.print(f"source: {source_label(exp.spec.source)}")
     if top:

@@ -87,7 +87,7 @@ def bench(
         store=store,
         store_size=store_size,
     )
-    progress = (lambda text: None) if as_json else (lambda text: state.err_console.print(f"[dim]{text}[/]"))
+    progress = (lambda text: None) if as_json else (lambda text: state.err_console.print(text, style="dim"))
     try:
         report = run_bench(plan, settings, progress)
     except BenchmarkFailed as exc:

@@ -35,7 +35,7 @@ app = typer.Typer(no_args_is_help=True, help="Coinbase Advanced Trade: live quot
 
 _PERMISSIONS = ("view", "trade", "transfer")
 KeyFileOption = Annotated[
-    Path | None, typer.Option("--key-file", help="Downloaded CDP key JSON [env: BACKFARM_COINBASE_KEY_FILE].")
+    Path | None, typer.Option("--key-file", help="Downloaded CDP key JSON \\[env: BACKFARM_COINBASE_KEY_FILE].")
 ]
 
 

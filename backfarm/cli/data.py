@@ -112,7 +112,7 @@ def fetch(
     if begin >= stop:
         raise ValidationError("--start must be before --end")
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("months · {task.fields[requests]} requests · {task.fields[bars]} candles · {task.fields[rate]}"),

@@ -386,7 +386,7 @@ class FarmProgressBar:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("[bold]farm"),
+            TextColumn("farm", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),

@@ -277,9 +277,11 @@ def session_view(info: Any) -> Group:
             if state.settings().redis_url
             else f"orphaned: its process died; resume it with `backfarm paper run {spec.session_id}`"
         )
-    header = Text.from_markup(
-        f"paper session [bold]{spec.session_id}[/] · {state_text} · {_describe(spec)} · "
-        f"bar {info.bars_done:,}/{spec.window_bars:,}" + (f" · resumed {info.resumes}×" if info.resumes else "")
+    header = Text.assemble(
+        "paper session ",
+        (spec.session_id, "bold"),
+        f" · {state_text} · {_describe(spec)} · bar {info.bars_done:,}/{spec.window_bars:,}"
+        + (f" · resumed {info.resumes}×" if info.resumes else ""),
     )
     parts: list[Any] = [header]
     if spec.replay:
@@ -384,8 +386,12 @@ def _print_report(data: dict[str, Any], limit: int) -> None:
     console = state.console
     head = data["session"]
     console.print(
-        f"paper session [bold]{head['session_id']}[/] · {head['status']} · {head['feed']} · "
-        f"{head['granularity']} bars {head['window'][0]} → {head['window'][1]} · warm-up {head['warmup']} bars"
+        Text.assemble(
+            "paper session ",
+            (head["session_id"], "bold"),
+            f" · {head['status']} · {head['feed']} · {head['granularity']} bars {head['window'][0]} → "
+            f"{head['window'][1]} · warm-up {head['warmup']} bars",
+        )
     )
     recon = data.get("reconciliation", {})
     table = Table(title="accounts: paper vs backtest", title_justify="left", header_style="bold")

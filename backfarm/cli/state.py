@@ -15,10 +15,12 @@ verbose = False
 _settings: Settings | None = None
 _overrides: dict[str, object] = {}
 
-# Piped output (files, CI logs) gets wide tables instead of rich's 80-column fallback.
-console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+# Piped output (files, CI logs) gets wide tables instead of rich's 80-column fallback. No markup: what we print holds
+# user text (strategy rules such as ``close[t]``, parameter ranges ``[2, 5000]``) that rich would take for tags and
+# drop; styles are given as styles (``Text.assemble``, ``style=``), never as ``[bold]`` in a string.
+console = Console(highlight=False, soft_wrap=False, markup=False, width=None if sys.stdout.isatty() else 160)
 """Results go to stdout."""
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
 """Progress and warnings go to stderr, so ``--format json`` output stays clean."""
 
 

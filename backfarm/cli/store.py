@@ -134,7 +134,7 @@ def _migrate_redis(url: str) -> None:
 
 def _progress(doing: str) -> Progress:
     return Progress(
-        TextColumn(f"[bold]{doing}"),
+        TextColumn(doing, style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from backfarm.cli import state
 
@@ -56,9 +57,11 @@ def check(
     for strategy in strategies:
         report = check_strategy(strategy, candles, cuts=cuts)
         if report.ok:
-            state.console.print(f"[green]ok[/]   {report.name}: {report.checked:,} truncations agree")
+            state.console.print(
+                Text.assemble(("ok", "green"), f"   {report.name}: {report.checked:,} truncations agree")
+            )
         else:
             failed += 1
-            state.console.print(f"[red]FAIL[/] {report.message}")
+            state.console.print(Text.assemble(("FAIL", "red"), f" {report.message}"))
     if failed:
         raise typer.Exit(code=1)
