@@ -16,7 +16,10 @@ Strategies = Annotated[str | None, typer.Option(help="Comma-separated strategy n
 Symbols = Annotated[str | None, typer.Option(help="Comma-separated products, e.g. BTC-USD,ETH-USD.")]
 ParamSets = Annotated[
     list[str] | None,
-    typer.Option(help="Parameter sets: 'ma_crossover:fast=10,slow=30' ('|' lists alternatives). Repeatable."),
+    typer.Option(
+        help="Parameter sets: 'ma_crossover:fast=10,slow=30' ('|' lists alternatives). Repeatable. Without "
+        "--strategies, only the strategies named here run."
+    ),
 ]
 Granularity = Annotated[str | None, typer.Option(help="Bar size: 1m 5m 15m 30m 1h 2h 6h 1d. (default 1m)")]
 Source = Annotated[str | None, typer.Option(help="Candles: coinbase | synthetic | file. (default coinbase)")]

@@ -45,11 +45,21 @@ def _open_store():
 # --- start -------------------------------------------------------------------------------------------------------
 
 
+DEFAULT_STRATEGIES = ("momentum", "mean_reversion", "breakout")
+"""A paper session's strategies when neither --strategies nor --params names any."""
+
+
 @app.command("start")
 def start(
     ctx: typer.Context,
     duration: Annotated[str, typer.Option(help="Market time to run: seconds (300) or 30m, 4h, 7d.")],
-    strategies: options.Strategies = "momentum,mean_reversion,breakout",
+    strategies: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated strategy names. (default momentum,mean_reversion,breakout; with --params, the "
+            "strategies it names)"
+        ),
+    ] = None,
     symbols: options.Symbols = "BTC-USD,ETH-USD,SOL-USD",
     feed: Annotated[str, typer.Option(help="coinbase (live quotes) or replay (cached candles).")] = "coinbase",
     speed: Annotated[str | None, typer.Option(help="Replay speed: N × real time, or max. (default max)")] = None,
@@ -76,7 +86,7 @@ def start(
     """Start a paper session: N strategies × M symbols, each an account with its own capital. Prints its id."""
     from backfarm.core.costs import costs_from
     from backfarm.paper.spec import DEFAULT_CAPITAL, build_spec, validate_symbols
-    from backfarm.sweeps.spec import parse_params, split_list
+    from backfarm.sweeps.spec import params_strategies, parse_params, split_list
 
     given = parse_params(params or [])
     for name, sets in given.items():
@@ -86,7 +96,7 @@ def start(
             )
     costs = costs_from(ctx.params)  # the cost options, by their names (declared once, in cli.options)
     spec = build_spec(
-        split_list(strategies),
+        split_list(strategies) or params_strategies(given) or DEFAULT_STRATEGIES,  # --params names its strategies
         split_list(symbols),
         duration,
         feed=feed,

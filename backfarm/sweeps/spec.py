@@ -64,7 +64,8 @@ class SweepSpec:
 
         ``flags`` are the command's options by their spec names, as the CLI parsed them (``None``, ``False`` or an
         empty list = not given): ``strategies`` and ``symbols`` comma-separated, ``params`` a list of ``--params``
-        values; every other name as :class:`SweepSpec` spells it.
+        values; every other name as :class:`SweepSpec` spells it. Parameter sets name their strategies: given
+        without strategies (by flag or file), only the strategies they name run.
         """
         unknown = sorted(set(flags) - set(cls.__dataclass_fields__))
         if unknown:
@@ -78,6 +79,8 @@ class SweepSpec:
         base: dict[str, Any] = load_spec_file(spec_file) if spec_file else {}
         if quick:
             base = {**base, **QUICK}
+        if "strategies" not in given and "strategies" not in base and (given.get("params") or base.get("params")):
+            given["strategies"] = params_strategies({**base.get("params", {}), **given.get("params", {})})
         return spec_from(base, **given)
 
 
@@ -86,11 +89,17 @@ def split_list(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
+def params_strategies(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The strategies parameter sets name, in the order they first appear: what runs when no strategies are given."""
+    return tuple(dict.fromkeys(params))
+
+
 def parse_params(items: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Parse ``--params`` values: ``strategy:key=value,key=value``; ``;`` separates strategies in one value.
 
     A value may list alternatives with ``|`` (``fast=5|10|20``); their product gives several parameter sets. A
-    strategy named more than once gets each parameter set.
+    strategy named more than once gets each parameter set; a key given twice in one set is an error (which value
+    was meant?).
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for item in items:
@@ -107,6 +116,8 @@ def parse_params(items: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
                 key, eq, value = pair.partition("=")
                 if not eq or not key.strip() or not value.strip():
                     raise ValidationError(f"--params: expected key=value in {part!r}, got {pair!r}")
+                if key.strip() in keys:
+                    raise ValidationError(f"--params: {key.strip()} is given twice in {part!r}")
                 keys.append(key.strip())
                 choices.append([v.strip() for v in value.split("|") if v.strip()])
             sets = [dict(zip(keys, combo, strict=True)) for combo in product(*choices)] if keys else [{}]
@@ -121,7 +132,7 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read spec file {path}: {exc.strerror}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
     known = set(SweepSpec.__dataclass_fields__)
@@ -137,6 +148,16 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     if isinstance(params, Mapping):
         data["params"] = {k: (v if isinstance(v, list) else [v]) for k, v in params.items()}
     return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (TOML refuses it itself; JSON would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def spec_from(base: Mapping[str, Any] | None = None, **flags: Any) -> SweepSpec:

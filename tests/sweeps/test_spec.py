@@ -79,6 +79,39 @@ def test_parse_params_sets_and_alternatives() -> None:
         parse_params(["momentum:lookback"])
 
 
+def test_a_key_given_twice_in_one_parameter_set_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="fast is given twice in 'ma_crossover:fast=10,fast=3'"):
+        parse_params(["ma_crossover:fast=10,fast=3"])
+    assert parse_params(["ma_crossover:fast=10;ma_crossover:fast=3"]) == {
+        "ma_crossover": [{"fast": "10"}, {"fast": "3"}]
+    }
+
+
+def test_params_name_their_strategies_unless_strategies_are_given(tmp_path: Path) -> None:
+    alone = SweepSpec.from_flags({"params": ["ma_crossover:fast=5|10,slow=30|60"]})
+    assert alone.strategies == ("ma_crossover",)
+    assert {j.strategy for j in expand(alone, now=NOW).jobs} == {"ma_crossover"}
+    assert len(expand(alone, now=NOW).jobs) == 4 * len(alone.symbols)
+    two = SweepSpec.from_flags({"params": ["momentum:lookback=12", "ma_crossover:fast=5,slow=20"]})
+    assert two.strategies == ("momentum", "ma_crossover")
+    chosen = SweepSpec.from_flags({"params": ["ma_crossover:fast=5,slow=20"], "strategies": "ma_crossover,momentum"})
+    assert chosen.strategies == ("ma_crossover", "momentum")  # said otherwise: momentum runs at its defaults
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text('strategies = ["breakout"]\n[params]\nbreakout = [{entry = 20, exit = 10}]\n')
+    from_file = SweepSpec.from_flags({"params": ["ma_crossover:fast=5,slow=20"]}, spec_file)
+    assert from_file.strategies == ("breakout",)  # the file says which run
+    only_params = tmp_path / "params.toml"
+    only_params.write_text("[params]\nbreakout = [{entry = 20, exit = 10}]\n")
+    assert SweepSpec.from_flags({}, only_params).strategies == ("breakout",)
+
+
+def test_a_json_spec_with_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text('{"days": 7, "days": 30}')
+    with pytest.raises(ConfigError, match="key 'days' is given twice"):
+        load_spec_file(path)
+
+
 def test_default_expansion_is_the_seed_screen() -> None:
     exp = expand(SweepSpec(), now=NOW)
     assert len(exp.jobs) == 25
