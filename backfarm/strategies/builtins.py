@@ -183,15 +183,15 @@ class Momentum(Strategy):
 
 
 class MeanReversion(Strategy):
-    """Mean reversion: the z-score is (close - SMA) / standard deviation over the last `window` bars. Enter long
-    when it falls below -`entry_z`; stay long until it rises above -`exit_z` (`exit_z` < `entry_z`, so the exit lies
-    above the entry: `exit_z` = 0 exits back at the mean). A flat window has no z-score and leaves the position as
-    it is."""
+    """Mean reversion: the z-score is (close - SMA) / standard deviation over the last `window` bars (the population
+    one, ddof = 0: dividing by `window`). Enter long when it falls below -`entry_z`; stay long until it rises above
+    -`exit_z` (`exit_z` < `entry_z`, so the exit lies above the entry: `exit_z` = 0 exits back at the mean). A flat
+    window has no z-score and leaves the position as it is."""
 
     name: ClassVar[str] = "mean_reversion"
     version: ClassVar[str] = "1"
     params: ClassVar[tuple[Param, ...]] = (
-        _window("window", 60, (20, 60, 120, 240), help="bars of the mean and standard deviation"),
+        _window("window", 60, (20, 60, 120, 240), help="bars of the mean and (population) standard deviation"),
         Param("entry_z", float, 2.0, 0.1, 10.0, (1.5, 2.0, 2.5, 3.0), "enter when z < -entry_z"),
         Param("exit_z", float, 0.0, -10.0, 10.0, (0.0, 0.5, 1.0, 2.0), "exit when z > -exit_z"),
     )

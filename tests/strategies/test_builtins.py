@@ -45,6 +45,8 @@ def test_names_versions_and_descriptions() -> None:
         assert len(text) > 80 and "\n" not in text, cls.name
         for p in cls.params:
             assert p.name in text, (cls.name, p.name)  # the paragraph explains every parameter
+    # Which standard deviation: the population one, as Indicators.stdev computes it (test_indicators pins √(2/3)).
+    assert "population one, ddof = 0" in MeanReversion.describe()
 
 
 @pytest.mark.parametrize("cls", BUILTINS, ids=lambda c: c.name)
