@@ -20,6 +20,7 @@ from rich.text import Text
 from backfarm.cli import options, state
 from backfarm.cli.output import aggregate_table, source_label, top_table
 from backfarm.config import Settings
+from backfarm.core.formatting import count, per_second
 from backfarm.core.results import Filters
 from backfarm.errors import ValidationError
 
@@ -124,7 +125,7 @@ def backtest(
         if outcome.stats.interrupted:
             info = store.sweep(outcome.sweep_id)
             state.err_console.print(
-                f"interrupted: {info.done if info else 0} of {outcome.total} jobs are stored; "
+                f"interrupted: {info.done if info else 0:,} of {count(outcome.total, 'job')} are stored; "
                 "run the same command again to finish"
             )
             raise typer.Exit(code=130)
@@ -143,7 +144,7 @@ def _farm_backtest(
         outcome = run_sweep(spec, settings, store, FarmExecutor(settings, detach=True), curves=curves)
         typer.echo(outcome.sweep_id)
         state.err_console.print(
-            f"submitted sweep {outcome.sweep_id} ({outcome.total:,} jobs, {outcome.reused:,} already stored); "
+            f"submitted sweep {outcome.sweep_id} ({count(outcome.total, 'job')}, {outcome.reused:,} already stored); "
             f"follow it with `backfarm status {outcome.sweep_id} --watch`"
         )
         return
@@ -185,7 +186,7 @@ class _Bar:
         self.finished += jobs
         if self.task is not None:
             elapsed = max(time.perf_counter() - self.started, 1e-9)
-            self.progress.update(self.task, advance=jobs, rate=f"{self.finished / elapsed:,.0f}/s")
+            self.progress.update(self.task, advance=jobs, rate=per_second(self.finished / elapsed))
 
 
 def _progress() -> Progress:
@@ -207,12 +208,12 @@ def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, fa
     filters = Filters(sweep=outcome.sweep_id)
     exp = outcome.expansion
     span = f"{exp.windows[0][0]:%Y-%m-%d} → {exp.windows[-1][1]:%Y-%m-%d}"
-    windows = f", {len(exp.windows)} windows" if len(exp.windows) > 1 else ""
+    windows = f", {count(len(exp.windows), 'window')}" if len(exp.windows) > 1 else ""
     console.print(
         Text.assemble(
             "sweep ",
             (outcome.sweep_id, "bold"),
-            f" · {outcome.total:,} jobs ({outcome.stats.computed:,} computed, {outcome.reused:,} reused"
+            f" · {count(outcome.total, 'job')} ({outcome.stats.computed:,} computed, {outcome.reused:,} reused"
             f"{', ' + format(outcome.stats.failed, ',') + ' failed' if outcome.stats.failed else ''}) · "
             f"{exp.spec.granularity} bars {span}{windows}",
         )
@@ -225,12 +226,14 @@ def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, fa
     console.print(aggregate_table(rows, "strategy", "per strategy"))
     computed = outcome.stats.computed
     if not computed:
-        console.print(f"nothing to compute: all {outcome.reused:,} results reused; {wall:.2f} s in total")
+        reused = "the result" if outcome.reused == 1 else f"all {count(outcome.reused, 'result')}"
+        console.print(f"nothing to compute: {reused} reused; {wall:.2f} s in total")
     else:
         rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 else 0.0
         used = outcome.stats.workers
-        answering = f", {used} worker{'s' if used != 1 else ''} answering" if used else ""
-        where = f"on the farm{answering}" if farm else f"on {used} process{'es' if used > 1 else ''}"
+        answering = f", {count(used, 'worker')} answering" if used else ""
+        where = f"on the farm{answering}" if farm else f"on {count(used, 'process', 'processes')}"
         console.print(
-            f"{computed:,} backtests in {outcome.stats.seconds:.2f} s ({rate:,.0f}/s {where}); {wall:.2f} s in total"
+            f"{count(computed, 'backtest')} in {outcome.stats.seconds:.2f} s ({per_second(rate)} {where}); "
+            f"{wall:.2f} s in total"
         )

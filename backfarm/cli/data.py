@@ -13,6 +13,7 @@ from rich.table import Table
 
 from backfarm.cli import options, state
 from backfarm.core.candles import GRANULARITIES
+from backfarm.core.formatting import count, per_second
 from backfarm.errors import ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
 
@@ -41,7 +42,8 @@ def import_(
     report = import_file(state.settings(), path, symbol, granularity)
     state.console.print(
         f"imported {report.rows:,} {granularity} bars of {symbol} ({report.first:%Y-%m-%d %H:%M} → "
-        f"{report.last:%Y-%m-%d %H:%M}, {len(report.months)} months, {report.gaps:,} missing bars) as source 'file'"
+        f"{report.last:%Y-%m-%d %H:%M}, {count(len(report.months), 'month')}, {count(report.gaps, 'missing bar')}) "
+        "as source 'file'"
     )
 
 
@@ -133,7 +135,7 @@ def fetch(
                 counts["requests"] += 1
                 counts["candles"] += candles
                 rate = counts["candles"] / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, requests=counts["requests"], bars=f"{counts['candles']:,}", rate=f"{rate:,.0f}/s")
+                progress.update(task, requests=counts["requests"], bars=f"{counts['candles']:,}", rate=per_second(rate))
 
             def on_progress(done: int, total: int, bars: int, task: TaskID = task) -> None:
                 progress.update(task, completed=done, total=total)

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from backfarm.cli import options, state
 from backfarm.cli.output import fmt_metric, fmt_params, source_label
+from backfarm.core.formatting import count
 from backfarm.errors import ValidationError, did_you_mean
 
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
@@ -133,7 +134,10 @@ def start(
 
 
 def _describe(spec: Any) -> str:
-    what = f"{len(spec.strategies)} strategies × {len(spec.symbols)} symbols, {spec.granularity} bars"
+    what = (
+        f"{count(len(spec.strategies), 'strategy', 'strategies')} × {count(len(spec.symbols), 'symbol')}, "
+        f"{spec.granularity} bars"
+    )
     if spec.replay:
         speed = "max speed" if spec.speed is None else f"{spec.speed:g}× real time"
         return f"{what}, replay from {spec.start} at {speed}"

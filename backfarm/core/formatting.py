@@ -32,3 +32,18 @@ def short_window(start: str, end: str) -> str:
     """``2026-10-24→11-23`` style window label."""
     s, e = start[:10], end[:10]
     return f"{s}→{e[5:] if e[:4] == s[:4] else e}"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 job``, ``1,285 jobs``: a count with thousands separators and the noun in the right number."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def per_second(rate: float) -> str:
+    """A rate for people: two significant digits below 10 (``0.42/s``, ``7.3/s``), whole numbers with thousands
+    separators above (``4,794/s``); ``—`` before anything was measured (not ``0/s``)."""
+    if not rate > 0.0:
+        return "—"
+    if rate < 10.0:
+        return f"{rate:.2g}/s"
+    return f"{rate:,.0f}/s"

@@ -34,7 +34,7 @@ def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     kept = _stored(tmp_path / "results" / "index.sqlite")
     assert 0 < kept < 1285
-    assert f"interrupted: {kept} of 1285 jobs are stored" in err
+    assert f"interrupted: {kept:,} of 1,285 jobs are stored" in err
     assert "Traceback" not in err
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
