@@ -64,7 +64,9 @@ def leaderboard(
     top: Annotated[int, typer.Option(help="Number of rows (0 = all).")] = 20,
     by: Annotated[str | None, typer.Option(help="Aggregate by strategy or symbol instead of ranking jobs.")] = None,
     where: Annotated[list[str] | None, typer.Option(help="Filter: strategy=, symbol=, source=, kind=, ...")] = None,
-    kind: Annotated[str | None, typer.Option(help="backtest or paper.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="backtest or paper: that kind's results (of every sweep, unless --sweep).")
+    ] = None,
     ascending: Annotated[bool | None, typer.Option("--asc/--desc", help="Override the metric's direction.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
 ) -> None:
@@ -82,7 +84,8 @@ def leaderboard(
         conditions["kind"] = kind
     with _store() as store:
         sweep_id = None
-        if not all_results:
+        # A kind without a sweep means that kind's results (paper results belong to no sweep), not the latest sweep's.
+        if not all_results and (sweep is not None or "kind" not in conditions):
             sweep_id = _resolve_sweep(store, sweep)
         filters = Filters(sweep=sweep_id, **conditions)
         if by:
@@ -98,7 +101,7 @@ def leaderboard(
             return
         n = top if top > 0 else 10**9
         records = store.top(metric, n, filters, ascending=ascending, pictures=False)
-        _print_records(records, metric, fmt, sweep_id)
+        _print_records(records, metric, fmt, sweep_id, conditions.get("kind"))
 
 
 def _resolve_sweep(store, sweep: str | None) -> str | None:
@@ -111,7 +114,9 @@ def _resolve_sweep(store, sweep: str | None) -> str | None:
     return latest[0].sweep_id if latest else None
 
 
-def _print_records(records: list[ResultRecord], metric: str, fmt: str, sweep_id: str | None) -> None:
+def _print_records(
+    records: list[ResultRecord], metric: str, fmt: str, sweep_id: str | None, kind: str | None = None
+) -> None:
     if fmt == "json":
         # Curves and trade lists (``extra``) are for pictures; `backfarm results` and the dashboard expose them.
         rows = [{"rank": i, **{k: v for k, v in r.to_dict().items() if k != "extra"}} for i, r in enumerate(records, 1)]
@@ -121,7 +126,8 @@ def _print_records(records: list[ResultRecord], metric: str, fmt: str, sweep_id:
         typer.echo(to_csv([{"rank": i, **flat_row(r)} for i, r in enumerate(records, 1)]), nl=False)
         return
     if not records:
-        state.console.print("no results yet: run `backfarm backtest`")
+        hint = "start a session with `backfarm paper start`" if kind == "paper" else "run `backfarm backtest`"
+        state.console.print(f"no {kind + ' ' if kind else ''}results yet: {hint}")
         return
     sources = sorted({r.source for r in records})
     title = f"top {len(records)} by {metric}" + (f" · sweep {sweep_id}" if sweep_id else "")
