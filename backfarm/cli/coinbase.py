@@ -57,7 +57,7 @@ def _symbols(raw: str) -> list[str]:
 def watch(
     symbols: Annotated[str, typer.Argument(help="Comma-separated products, e.g. BTC-USD,ETH-USD.")],
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+        str | None, typer.Option(help="Stop after this long: 90s, 30m, 4h (default: until Ctrl-C).")
     ] = None,
     stale_after: Annotated[float, typer.Option(help="Reconnect when no message arrives for this long (s).")] = 10.0,
     key_file: KeyFileOption = None,
@@ -65,7 +65,9 @@ def watch(
     """Show live bid/ask quotes in a table (WebSocket ticker; REST polling while the socket is down)."""
     from backfarm.coinbase.client import CoinbaseClient
     from backfarm.coinbase.feed import QuoteFeed
+    from backfarm.paper.spec import parse_duration_s
 
+    seconds = parse_duration_s(duration) if duration is not None else None
     settings = _settings(key_file)
     products = _symbols(symbols)
     client = CoinbaseClient.from_settings(settings)
@@ -80,7 +82,7 @@ def watch(
 
     with Live(get_renderable=render, console=state.console, refresh_per_second=4, transient=False):
         try:
-            for quote in feed.quotes(duration):
+            for quote in feed.quotes(seconds):
                 latest[quote.product] = quote
         except KeyboardInterrupt:
             pass

@@ -53,7 +53,7 @@ DEFAULT_STRATEGIES = ("momentum", "mean_reversion", "breakout")
 @app.command("start")
 def start(
     ctx: typer.Context,
-    duration: Annotated[str, typer.Option(help="Market time to run: seconds (300) or 30m, 4h, 7d.")],
+    duration: Annotated[str, typer.Option(help="Market time to run, with its unit: 300s, 30m, 4h, 7d.")],
     strategies: Annotated[
         str | None,
         typer.Option(

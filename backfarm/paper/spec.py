@@ -38,8 +38,8 @@ DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_LEASE_S = 10.0
 """How long a runner's claim on a session lasts without renewal; a dead worker's session resumes after this."""
 DEFAULT_CAPITAL = 10_000.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def new_session_id() -> str:
@@ -48,13 +48,14 @@ def new_session_id() -> str:
 
 
 def parse_duration_s(text: str | float) -> float:
-    """``300`` (seconds), ``90s``, ``30m``, ``4h``, ``7d``, ``2w`` → seconds; not positive → ``ValidationError``."""
+    """``90s``, ``30m``, ``4h``, ``7d``, ``2w`` → seconds (a number, from Python, is seconds already); text needs its
+    unit (``120`` could mean seconds or minutes); not positive → ``ValidationError``."""
     if isinstance(text, int | float):
         value = float(text)
     else:
         match = _DURATION.match(str(text))
         if not match:
-            raise ValidationError(f"--duration must be seconds or like 30m, 4h, 7d (got {text!r})")
+            raise ValidationError(f"--duration needs a unit, like 120s, 30m, 4h, 7d or 2w (got {text!r})")
         value = float(match.group(1)) * _UNITS[match.group(2)]
     if not value > 0.0 or not math.isfinite(value):
         raise ValidationError(f"--duration must be positive, got {text!r}")

@@ -79,7 +79,7 @@ def test_check_without_or_with_malformed_key(env: dict[str, str]) -> None:
 
 
 def test_watch_shows_quotes_for_a_duration(env: dict[str, str]) -> None:
-    code, out = invoke(env, "watch", "BTC-USD,eth-usd", "--duration", "1")
+    code, out = invoke(env, "watch", "BTC-USD,eth-usd", "--duration", "1s")
     assert code == 0, out
     assert "Coinbase quotes" in out and "BTC-USD" in out and "ETH-USD" in out
     assert "ws ·" in out

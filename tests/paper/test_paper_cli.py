@@ -47,15 +47,16 @@ REPLAY = ["--feed", "replay", "--source", "synthetic", "--from", "2024-04-02"]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strategies", "momentun", "--duration", "60"], "error: unknown strategy 'momentun' (did you mean"),
-        (["--duration", "0"], "error: --duration must be positive, got '0'"),
-        (["--duration", "-300"], "error: --duration must be seconds or like 30m, 4h, 7d (got '-300')"),
+        (["--strategies", "momentun", "--duration", "60s"], "error: unknown strategy 'momentun' (did you mean"),
+        (["--duration", "0s"], "error: --duration must be positive, got '0s'"),
+        (["--duration", "-300s"], "error: --duration needs a unit, like 120s, 30m, 4h, 7d or 2w (got '-300s')"),
+        (["--duration", "120"], "error: --duration needs a unit, like 120s, 30m, 4h, 7d or 2w (got '120')"),
         ([*REPLAY, "--duration", "1h", "--speed", "0"], "error: --speed must be positive (or 'max'), got '0'"),
         ([*REPLAY, "--duration", "1h", "--speed", "-10"], "error: --speed must be positive (or 'max'), got '-10'"),
         ([*REPLAY, "--duration", "1h", "--symbols", "btc_usd"], "error: invalid symbol 'btc_usd' for the synthetic"),
-        (["--duration", "60", "--symbols", "BTC-USD,ETH-USDX"], "error: unknown product 'ETH-USDX' (did you mean"),
-        (["--duration", "60", "--speed", "10"], "error: --speed applies to --feed replay"),
-        (["--duration", "60", "--feed", "kraken"], "error: unknown feed 'kraken'"),
+        (["--duration", "60s", "--symbols", "BTC-USD,ETH-USDX"], "error: unknown product 'ETH-USDX' (did you mean"),
+        (["--duration", "60s", "--speed", "10"], "error: --speed applies to --feed replay"),
+        (["--duration", "60s", "--feed", "kraken"], "error: unknown feed 'kraken'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_stored(

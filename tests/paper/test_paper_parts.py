@@ -143,8 +143,9 @@ def test_aggregator_builds_bars_fills_empty_buckets_and_never_reopens_a_bar() ->
     ("kwargs", "message"),
     [
         ({"strategies": ["momentun"]}, "unknown strategy 'momentun' (did you mean 'momentum'?)"),
-        ({"duration": "0"}, "--duration must be positive, got '0'"),
-        ({"duration": "-5"}, "--duration must be seconds or like 30m, 4h, 7d (got '-5')"),
+        ({"duration": "0s"}, "--duration must be positive, got '0s'"),
+        ({"duration": "-5m"}, "--duration needs a unit, like 120s, 30m, 4h, 7d or 2w (got '-5m')"),
+        ({"duration": "300"}, "--duration needs a unit, like 120s, 30m, 4h, 7d or 2w (got '300')"),
         ({"speed": "0"}, "--speed must be positive (or 'max'), got '0'"),
         ({"speed": "fast"}, "--speed must be a positive number or 'max', got 'fast'"),
         ({"feed": "kraken"}, "unknown feed 'kraken'"),
