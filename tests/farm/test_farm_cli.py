@@ -136,7 +136,11 @@ def test_flower_without_credentials_answers_401(farm_env: dict[str, str], tmp_pa
 # --- docker compose -----------------------------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{(?P<name>\w+)(?::(?P<op>[-?])(?P<arg>[^}]*))?\}")
-SECRETS = {"REDIS_PASSWORD": "compose-test-pw", "BACKFARM_FLOWER_AUTH": "admin:compose-test"}
+SECRETS = {
+    "REDIS_PASSWORD": "compose-test-pw",
+    "BACKFARM_FLOWER_AUTH": "admin:compose-test",
+    "BACKFARM_DASHBOARD_AUTH": "admin:compose-dash",
+}
 
 
 def _interpolate(value: Any) -> Any:
@@ -166,7 +170,7 @@ def test_the_compose_file_runs_real_backfarm_commands_with_the_tested_settings()
     yaml = pytest.importorskip("yaml")
     compose = _interpolate(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "flower", "cli"}
+    assert set(services) == {"redis", "worker", "flower", "dashboard", "cli"}
     redis = services["redis"]
     script = " ".join(redis["entrypoint"])
     for flag in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
@@ -174,11 +178,11 @@ def test_the_compose_file_runs_real_backfarm_commands_with_the_tested_settings()
     assert "requirepass $REDIS_PASSWORD" in script and "compose-test-pw" not in script  # only the env var
     assert "ports" not in redis and "healthcheck" in redis and redis["user"] == "redis"
     envs = []
-    for name in ("worker", "flower", "cli"):
+    for name in ("worker", "flower", "dashboard", "cli"):
         service = services[name]
         argv = service["command"] if "entrypoint" not in service else [*service["entrypoint"], *service["command"]]
         command = _check_command(argv)
-        assert command.name == {"worker": "worker", "flower": "flower", "cli": "status"}[name]
+        assert command.name == {"worker": "worker", "flower": "flower", "dashboard": "dashboard", "cli": "status"}[name]
         env = service["environment"]
         assert env["BACKFARM_REDIS_URL"] == "redis://:compose-test-pw@redis:6379/0"
         settings = Settings.from_env(env)
@@ -186,7 +190,7 @@ def test_the_compose_file_runs_real_backfarm_commands_with_the_tested_settings()
         envs.append({k: v for k, v in env.items() if k.startswith("BACKFARM_TASK") or "VISIBILITY" in k})
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "candles:/data" in service["volumes"]
-    assert envs[0] == envs[1] == envs[2]  # the same clocks everywhere
+    assert envs[0] == envs[1] == envs[2] == envs[3]  # the same clocks everywhere
     worker = services["worker"]
     queues = worker["command"][worker["command"].index("--queues") + 1].split(",")
     assert set(queues) <= set(QUEUES)
@@ -196,11 +200,20 @@ def test_the_compose_file_runs_real_backfarm_commands_with_the_tested_settings()
     flower = services["flower"]
     assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
     assert flower["environment"]["BACKFARM_FLOWER_AUTH"] == "admin:compose-test"
+    dashboard = services["dashboard"]
+    assert all(str(p).startswith("127.0.0.1:") for p in dashboard["ports"])  # this machine only, behind auth
+    assert dashboard["environment"]["BACKFARM_DASHBOARD_AUTH"] == "admin:compose-dash"
+    text = (ROOT / "docker-compose.yml").read_text()
+    for path in re.findall(r"\b(docs/[\w./-]+)", text):  # files the comments point to exist
+        assert (ROOT / path).exists(), path
+    assert "Compose v2" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "data"} <= set(ignored)  # a build after `make demo` does not send the virtualenv
     dockerfile = (ROOT / "Dockerfile").read_text()
     user = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert user and user[-1] not in ("root", "0")
     example = (ROOT / ".env.example").read_text()
-    assert "REDIS_PASSWORD=" in example and "BACKFARM_FLOWER_AUTH=" in example
+    assert "REDIS_PASSWORD=" in example and "BACKFARM_FLOWER_AUTH=" in example and "BACKFARM_DASHBOARD_AUTH=" in example
 
 
 def test_worker_rejects_bad_queues_and_clocks(farm_env: dict[str, str]) -> None:
