@@ -6,6 +6,7 @@ an interrupt exits 130. Anything else is a bug and keeps its traceback. ``--verb
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +46,16 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control character but tab and newline
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control characters: an error may quote what a file or a server sent (a header with
+    escape sequences must not recolour or rewrite the terminal), so each control character but tab and newline shows
+    as its ``\\xNN`` code instead."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 class _Group(TyperGroup):
     """Root command group: global options anywhere; backfarm errors → a one-line message and an exit code."""
 
@@ -58,7 +69,7 @@ class _Group(TyperGroup):
         except BackfarmError as exc:
             if state.verbose:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {printable(str(exc))}", err=True)
             raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

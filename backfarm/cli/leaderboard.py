@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
 FORMATS = ("table", "json", "csv")
+KINDS = ("backtest", "paper")
+ALL = 10**12
+"""More rows than any store holds: what ``--top 0`` (all) asks for."""
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +85,8 @@ def leaderboard(
     conditions = parse_where(where or [])
     if kind:
         conditions["kind"] = kind
+    if conditions.get("kind", "backtest") not in KINDS:
+        raise ValidationError(did_you_mean("kind", conditions["kind"], KINDS))
     with _store() as store:
         sweep_id = None
         # A kind without a sweep means that kind's results (paper results belong to no sweep), not the latest sweep's.
@@ -99,7 +104,7 @@ def leaderboard(
                     aggregate_table(rows, by, f"per {by}" + (f" · sweep {sweep_id}" if sweep_id else ""))
                 )
             return
-        n = top if top > 0 else 10**9
+        n = min(top, ALL) if top > 0 else ALL  # a --top beyond any store's size means all of them
         records = store.top(metric, n, filters, ascending=ascending, pictures=False)
         _print_records(records, metric, fmt, sweep_id, conditions.get("kind"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from backfarm.config import Settings
+from backfarm.errors import ConfigError
 
 verbose = False
 _settings: Settings | None = None
@@ -67,5 +68,8 @@ def settings() -> Settings:
     """Settings from ``BACKFARM_*`` env, overridden by the global flags; read once per invocation."""
     global _settings
     if _settings is None:
-        _settings = Settings.from_env().with_(**_overrides)
+        chosen = Settings.from_env().with_(**_overrides)
+        if chosen.data_dir.exists() and not chosen.data_dir.is_dir():
+            raise ConfigError(f"the data directory {chosen.data_dir} is a file (--data-dir / BACKFARM_DATA_DIR)")
+        _settings = chosen
     return _settings

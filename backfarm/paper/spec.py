@@ -47,6 +47,10 @@ def new_session_id() -> str:
     return "p" + secrets.token_hex(5)
 
 
+MAX_DURATION_S = 3650 * 86400.0
+"""The longest session (ten years of market time: any replay of the available history fits)."""
+
+
 def parse_duration_s(text: str | float) -> float:
     """``90s``, ``30m``, ``4h``, ``7d``, ``2w`` → seconds (a number, from Python, is seconds already); text needs its
     unit (``120`` could mean seconds or minutes); not positive → ``ValidationError``."""
@@ -59,6 +63,8 @@ def parse_duration_s(text: str | float) -> float:
         value = float(match.group(1)) * _UNITS[match.group(2)]
     if not value > 0.0 or not math.isfinite(value):
         raise ValidationError(f"--duration must be positive, got {text!r}")
+    if value > MAX_DURATION_S:
+        raise ValidationError(f"--duration must be at most {MAX_DURATION_S // 86400:,.0f}d, got {text!r}")
     return value
 
 
@@ -215,7 +221,7 @@ def build_spec(
     if stale_after_s <= 0 or lease_s <= 0:
         raise ValidationError("--stale-after and the lease must be positive")
     if not 0.0 < capital < math.inf:
-        raise ValidationError(f"--capital must be positive, got {capital}")
+        raise ValidationError(f"--capital must be a positive finite number, got {capital}")
     spec = SessionSpec(
         session_id=session_id or new_session_id(),
         strategies=resolved,

@@ -8,6 +8,7 @@ written under a temporary name and renamed when complete: an export that fails l
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,8 @@ def export_sweep(store: ResultReader, sweep_id: str, out: Path) -> int:
     info = store.sweep(sweep_id)
     if info is None:
         raise ValidationError(f"unknown sweep '{sweep_id}' (see `backfarm sweeps`)")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: {out.parent} is not a directory")
     strategies = info.spec.get("strategies") or sorted(all_strategies())
     columns = {**FLAT, **param_kinds(strategies), "params": "text"}
     records = store.iter_results(Filters(sweep=info.sweep_id))
@@ -58,9 +61,10 @@ def export_sweep(store: ResultReader, sweep_id: str, out: Path) -> int:
             written = _parquet(records, columns, tmp)
         os.replace(tmp, out)
     except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot write {out}: {exc.strerror or str(exc).splitlines()[0]}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing to clean up where nothing could be written
+            tmp.unlink(missing_ok=True)
     return written
 
 

@@ -9,6 +9,7 @@ day long and a rerun reuses every stored result.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -152,8 +153,8 @@ def expand(
 def _check_names(spec: SweepSpec) -> None:
     if spec.granularity not in GRANULARITIES:
         raise ValidationError(did_you_mean("granularity", spec.granularity, GRANULARITIES))
-    if spec.capital <= 0:
-        raise ValidationError(f"--capital must be positive, got {spec.capital:g}")
+    if not 0 < spec.capital < math.inf:  # NaN fails too
+        raise ValidationError(f"--capital must be a positive finite number, got {spec.capital:g}")
     if not spec.strategies:
         raise ValidationError("no strategies given")
     if not spec.symbols:
@@ -184,9 +185,13 @@ def _date(text: str, flag: str) -> datetime:
         raise ValidationError(f"{flag} must be a date like 2026-10-01 or 2026-10-01T12:00:00Z, got {text!r}") from None
 
 
+MAX_DAYS = 36_500
+"""The longest period ``--days`` may ask for (a century: far more than any market's history)."""
+
+
 def _days(days: int) -> int:
-    if days <= 0:
-        raise ValidationError(f"--days must be a positive number of days, got {days}")
+    if not 0 < days <= MAX_DAYS:
+        raise ValidationError(f"--days must be a number of days from 1 to {MAX_DAYS:,}, got {days:,}")
     return days
 
 

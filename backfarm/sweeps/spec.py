@@ -10,9 +10,11 @@ granularity, a period (``days`` back from today 00:00 UTC, or ``start``/``end``)
 from __future__ import annotations
 
 import json
+import math
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -128,26 +130,123 @@ def parse_params(items: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
 def load_spec_file(path: Path) -> dict[str, Any]:
     """Read a sweep spec from TOML or JSON (keys as in :class:`SweepSpec`; ``params`` as a table per strategy)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read spec file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a spec is TOML or JSON in UTF-8)") from None
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a sweep spec") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a spec is a table of keys (TOML) or an object (JSON), got {type(data).__name__}")
     known = set(SweepSpec.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: {did_you_mean('spec key', unknown[0], known)}")
-    for key in ("strategies", "symbols"):
-        if isinstance(data.get(key), str):
-            data[key] = split_list(data[key])
-        if key in data:
-            data[key] = tuple(data[key])
-    params = data.get("params", {})
-    if isinstance(params, Mapping):
-        data["params"] = {k: (v if isinstance(v, list) else [v]) for k, v in params.items()}
-    return data
+    return _typed(path, data)
+
+
+class _Wrong(Exception):
+    """A spec value of the wrong type; the message says what its key needs."""
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    names = split_list(value) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(v, str) for v in names):
+        raise _Wrong("a list of names (or one comma-separated string)")
+    return tuple(names)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Wrong("text")
+    return value
+
+
+def _when(value: Any) -> str:
+    """A start/end as ISO text: text as given, a TOML date or date-time as ISO (UTC when it has no zone)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise _Wrong("a date like 2026-10-01 (or 2026-10-01T12:00:00Z)")
+
+
+def _days(value: Any) -> int:
+    if type(value) is not int:
+        raise _Wrong("a whole number of days")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Wrong("true or false")
+    return value
+
+
+def _number(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise _Wrong("a finite number")
+    return float(value)
+
+
+def _params(value: Any) -> dict[str, list[dict[str, Any]]]:
+    if not isinstance(value, Mapping):
+        raise _Wrong("a table of parameter sets per strategy")
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for name, given in value.items():
+        listed = given if isinstance(given, list) else [given]
+        if not all(
+            isinstance(one, Mapping) and all(type(v) in (int, float, str) for v in one.values()) for one in listed
+        ):
+            raise _Wrong(f"tables of parameter values (params.{name})")
+        sets[name] = [dict(one) for one in listed]
+    return sets
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert``, letting an explicit null (JSON) through as "not given"."""
+    return lambda value: None if value is None else convert(value)
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "strategies": _names,
+    "symbols": _names,
+    "granularity": _text,
+    "source": _text,
+    "window": _optional(_text),
+    "step": _optional(_text),
+    "start": _optional(_when),
+    "end": _optional(_when),
+    "days": _optional(_days),
+    "grid": _flag,
+    "params": _params,
+    "capital": _number,
+    **{
+        key: _optional(_number) for key in ("fee_bps", "spread_bps", "slippage_bps", "stop_loss_bps", "take_profit_bps")
+    },
+}
+"""Each spec key's check and conversion (every key of :class:`SweepSpec`)."""
+
+
+def _typed(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A spec file's values checked for their types (``grid = "no"`` is not true, ``days = "two"`` is not a
+    number) and brought to the spec's forms: lists of names as tuples, TOML dates as ISO text, parameter sets as
+    lists. Anything else is one :class:`ConfigError` naming the key."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            out[key] = _CONVERT[key](value)
+        except _Wrong as exc:
+            raise ConfigError(f"{path}: {key} must be {exc}, got {value!r}"[:300]) from None
+    return out
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

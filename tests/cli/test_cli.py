@@ -78,7 +78,10 @@ def test_grid_sweep_leaderboard_json_and_results_file(env: dict[str, str], tmp_p
     [
         (["--strategies", "momentumm"], "error: unknown strategy 'momentumm' (did you mean 'momentum'?)"),
         (["--params", "ma_crossover:fast=50,slow=10", "--strategies", "ma_crossover"], "fast < slow"),
-        (["--days", "0"], "--days must be a positive number of days"),
+        (["--days", "0"], "--days must be a number of days from 1 to 36,500, got 0"),
+        (["--days", "99999999"], "--days must be a number of days from 1 to 36,500, got 99,999,999"),
+        (["--capital", "nan"], "--capital must be a positive finite number, got nan"),
+        (["--capital", "inf"], "--capital must be a positive finite number, got inf"),
         (["--granularity", "7m"], "unknown granularity '7m'"),
         (["--window", "40d", "--days", "30"], "--window 40d is longer than the period"),
         (["--symbols", "btc usd"], "BTC-USD"),

@@ -33,8 +33,9 @@ def test_start_end_and_start_plus_days() -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"days": 0}, "--days must be a positive number of days, got 0"),
-        ({"days": -3}, "--days must be a positive number of days"),
+        ({"days": 0}, "--days must be a number of days from 1 to 36,500, got 0"),
+        ({"days": -3}, "--days must be a number of days from 1 to 36,500, got -3"),
+        ({"days": 36_501}, "--days must be a number of days from 1 to 36,500, got 36,501"),
         ({"start": "2026-10-08", "end": "2026-10-01"}, "the period is empty"),
         ({"start": "yesterday"}, "--start must be a date"),
         ({"start": "2026-11-20", "end": "2027-01-01"}, "ends in the future"),
@@ -145,7 +146,8 @@ def test_explicit_params_are_resolved_and_checked() -> None:
     [
         ({"strategies": ("momentumm",)}, "unknown strategy 'momentumm' (did you mean 'momentum'?)"),
         ({"granularity": "7m"}, "unknown granularity '7m'"),
-        ({"capital": 0.0}, "--capital must be positive"),
+        ({"capital": 0.0}, "--capital must be a positive finite number"),
+        ({"capital": float("nan")}, "--capital must be a positive finite number, got nan"),
         ({"window": "40d", "days": 30}, "--window 40d is longer than the period"),
         ({"fee_bps": -1.0}, "--fee-bps must be in [0, 5000), got -1.0"),
     ],
