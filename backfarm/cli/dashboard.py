@@ -50,10 +50,17 @@ def dashboard(
         ),
     ] = None,
     refresh: Annotated[float, typer.Option(help="Seconds between the page's updates.")] = DEFAULT_REFRESH_S,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another host name the dashboard may be reached by (repeatable). Requests by IP address, by "
+            "localhost or by --host's name are always answered; any other name is refused (DNS rebinding)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a read-only web dashboard: leaderboard, sweeps, paper sessions, equity curves (updates itself)."""
     from backfarm.dashboard.paper import PaperSessions
-    from backfarm.dashboard.server import Dashboard, parse_auth, serve
+    from backfarm.dashboard.server import Dashboard, allowed_hosts, parse_auth, serve
     from backfarm.strategies.registry import all_strategies
 
     credentials = parse_auth(auth)
@@ -67,7 +74,16 @@ def dashboard(
     store = _store()
     label = redact_url(settings.redis_url) or str(settings.store_path)
     sessions = PaperSessions(settings)
-    board = Dashboard(store, label, refresh, credentials, tuple(all_strategies()), settings, sessions)
+    board = Dashboard(
+        store,
+        label,
+        refresh,
+        credentials,
+        tuple(all_strategies()),
+        settings,
+        sessions,
+        allowed_hosts(host, allow_host or ()),
+    )
     try:
         serve(board, host, port, on_ready=lambda url: typer.echo(f"dashboard on {url} (read-only; Ctrl-C to stop)"))
     except KeyboardInterrupt:

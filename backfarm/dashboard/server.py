@@ -27,10 +27,11 @@ import asyncio
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -109,6 +110,10 @@ class _Cache:
         return value
 
 
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+"""Host names that always mean this machine."""
+
+
 @dataclass
 class Dashboard:
     """The application state: one open store, how to label it, the refresh period, optional basic auth."""
@@ -122,6 +127,8 @@ class Dashboard:
     """When given, results stored without a curve get one recomputed (in memory) from cached candles."""
     sessions: PaperSessions | None = None
     """Live paper sessions (the session store of the same settings)."""
+    allowed_hosts: frozenset[str] = LOCAL_NAMES
+    """Host names a request may address (besides any IP address): see :func:`allowed_hosts`."""
 
     def __post_init__(self) -> None:
         check_assets()
@@ -193,7 +200,7 @@ class Dashboard:
 
     def app(self) -> web.Application:
         """The aiohttp application (read-only routes, security headers, errors as JSON, optional basic auth)."""
-        middlewares = [_errors] + ([_basic_auth(self.auth)] if self.auth else [])
+        middlewares = [_errors, _host_check(self.allowed_hosts)] + ([_basic_auth(self.auth)] if self.auth else [])
         app = web.Application(middlewares=middlewares)
         app.router.add_get("/", self.index)
         app.router.add_get("/api/meta", self.meta)
@@ -243,6 +250,45 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("dashboard request %s failed", request.path)
         return _json({"error": "internal error (see the dashboard's log)"}, status=500)
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The host names a dashboard listening on ``host`` answers to: this machine's local names, ``host`` itself when
+    it is a name, and ``extra`` (``--allow-host``). Requests addressed to an IP address are always answered: DNS
+    rebinding needs a *name* that an attacker's page resolves to this machine, and a page reached by IP is its own
+    origin."""
+    names = {n.strip().lower().rstrip(".") for n in (host, *extra) if n.strip()}
+    return LOCAL_NAMES | {n for n in names if not _is_ip(n)}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port (``[::1]:8000`` → ``::1``), lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _host_check(allowed: frozenset[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse requests addressed to a host name the dashboard does not serve (DNS rebinding: a web page whose name
+    an attacker points at 127.0.0.1 must not read the results), before anything else, basic auth included."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        name = _host_name(request.headers.get("Host", "")).rstrip(".")
+        if not (_is_ip(name) or name in allowed):
+            return _json({"error": f"this dashboard does not serve the host {name!r} (see --allow-host)"}, status=421)
+        return await handler(request)
+
+    return check
 
 
 def _basic_auth(credentials: tuple[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:

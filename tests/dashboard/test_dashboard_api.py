@@ -16,7 +16,7 @@ from backfarm.core.costs import Costs
 from backfarm.core.jobs import Job
 from backfarm.core.results import Filters, SweepRecord
 from backfarm.dashboard.paper import PaperSessions
-from backfarm.dashboard.server import Dashboard, parse_auth
+from backfarm.dashboard.server import LOCAL_NAMES, Dashboard, allowed_hosts, parse_auth
 from backfarm.engine.artifacts import decode_equity, decode_trades
 from backfarm.errors import ValidationError
 from backfarm.execution.runner import run_job
@@ -146,6 +146,24 @@ def test_basic_auth(sqlite_store: EmbeddedStore) -> None:
     for bad in ("annonly", ":pw", "ann:"):
         with pytest.raises(ValidationError, match="--auth must look like user:password"):
             parse_auth(bad)
+
+
+def test_only_the_hosts_it_serves_are_answered(sqlite_store: EmbeddedStore) -> None:
+    """DNS rebinding: a page at attacker.example whose name resolves to 127.0.0.1 must not read the results. Requests
+    by IP address, localhost, the --host name and --allow-host names are answered; any other name gets 421, before
+    basic auth."""
+    hosts = allowed_hosts("0.0.0.0", ["farm.example.internal", "Board.Example."])
+    assert hosts == LOCAL_NAMES | {"farm.example.internal", "board.example"}
+    with serving(Dashboard(sqlite_store, auth=("ann", "pw"), allowed_hosts=hosts)) as base:
+        port = base.rstrip("/").rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]:8000", "10.1.2.3", "farm.example.internal:80",
+                     "BOARD.example.", "LocalHost"):  # fmt: skip
+            assert get(base, "/api/meta", headers={"Host": host}, auth=("ann", "pw")).status_code == 200, host
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.nip.io", "", "localhost.evil.com"):
+            refused = get(base, "/api/meta", headers={"Host": host})
+            assert refused.status_code == 421, host
+            assert "does not serve the host" in refused.json()["error"]
+            assert get(base, "/", headers={"Host": host}, auth=("ann", "pw")).status_code == 421
 
 
 def test_cli_rejects_bad_flags(results: Results) -> None:
