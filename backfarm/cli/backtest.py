@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -110,9 +114,9 @@ def backtest(
     flags = {name: value for name, value in ctx.params.items() if name in SweepSpec.__dataclass_fields__}
     spec = SweepSpec.from_flags(flags, spec_file=spec_file, quick=quick)
     started = time.perf_counter()
-    with open_store(settings) as store:
+    with open_store(settings) as store, _sigterm_as_interrupt() as terminated:
         if farm:
-            _farm_backtest(spec, settings, store, detach, top, curves)
+            _farm_backtest(spec, settings, store, detach, top, curves, terminated)
             return
         if not kernels_compiled():
             state.err_console.print(
@@ -125,14 +129,49 @@ def backtest(
         if outcome.stats.interrupted:
             info = store.sweep(outcome.sweep_id)
             state.err_console.print(
-                f"interrupted: {info.done if info else 0:,} of {count(outcome.total, 'job')} are stored; "
-                "run the same command again to finish"
+                f"{'terminated' if terminated else 'interrupted'}: {info.done if info else 0:,} of "
+                f"{count(outcome.total, 'job')} are stored; run the same command again to finish"
             )
-            raise typer.Exit(code=130)
+            raise typer.Exit(code=_stop_code(terminated))
+
+
+class _Signals(list[int]):
+    """The termination signals received while a sweep ran (empty: none; truthy once SIGTERM arrived)."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[_Signals]:
+    """While a sweep runs, SIGTERM (``kill``, a service manager, ``docker stop``) stops it as Ctrl-C does: what is
+    done stays committed, the command says how much and exits 143; pool processes are stopped, not left behind."""
+    received = _Signals()
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_code(terminated: _Signals) -> int:
+    """The exit code of a stopped sweep: 128 + the signal, as a shell reports it (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + (terminated[0] if terminated else signal.SIGINT)
 
 
 def _farm_backtest(
-    spec: SweepSpec, settings: Settings, store: ResultStore, detach: bool, top: int, curves: bool
+    spec: SweepSpec,
+    settings: Settings,
+    store: ResultStore,
+    detach: bool,
+    top: int,
+    curves: bool,
+    terminated: _Signals | None = None,
 ) -> None:
     """Submit the sweep to the farm; wait with a live bar (unless detached), then print the same tables."""
     from backfarm.cli.farm import FarmProgressBar
@@ -155,7 +194,7 @@ def _farm_backtest(
             f"stopped waiting: the farm keeps working on sweep {outcome.sweep_id}; "
             f"follow it with `backfarm status {outcome.sweep_id} --watch`"
         )
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=_stop_code(terminated or _Signals()))
     _report(outcome, store, top, time.perf_counter() - started, farm=True)
 
 

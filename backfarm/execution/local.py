@@ -348,8 +348,10 @@ def _take(shared: _Shared, counter: Synchronized[int]) -> Iterator[BatchOutcome]
 def _child(shared: _Shared, counter: Synchronized[int], conn: Connection) -> None:
     """A pool process: take batches in order until none is left, committing as :func:`_work_here` does, to the
     embedded store itself (the parent hears the counts) or, with any other store, by sending the records."""
-    # The parent handles Ctrl-C; children must not die mid-write with a KeyboardInterrupt traceback.
+    # The parent handles Ctrl-C; children must not die mid-write with a KeyboardInterrupt traceback. SIGTERM is how
+    # the parent stops them: its default action, whatever handler the parent had when it forked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     store = EmbeddedStore(shared.store_path) if shared.store_path is not None else None
 
     def commit(results: pa.Table, failed: dict[str, str]) -> None:

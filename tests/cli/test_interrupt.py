@@ -39,3 +39,48 @@ def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"1,285 jobs ({1285 - kept:,} computed, {kept:,} reused)" in rerun.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_leaves_no_process(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) mid-sweep: what is done stays stored, the command says so and exits 143, and the pool
+    processes are stopped with it, not left running."""
+    env = {**os.environ, "BACKFARM_DATA_DIR": str(tmp_path), "BACKFARM_REDIS_URL": ""}
+    cmd = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "365",
+           "--workers", "2", "--top", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _stored(tmp_path / "results" / "index.sqlite") < 50 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    mine = (Path("/proc") / str(proc.pid) / "cmdline").read_bytes()
+    pool = [pid for pid in _children(proc.pid) if (Path("/proc") / str(pid) / "cmdline").read_bytes() == mine]
+    assert pool, "the sweep runs a pool process (a fork: the same command line) beside the parent"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    kept = _stored(tmp_path / "results" / "index.sqlite")
+    assert 0 < kept < 1285
+    assert f"terminated: {kept:,} of 1,285 jobs are stored; run the same command again to finish" in err
+    assert "Traceback" not in err
+    assert not [pid for pid in pool if _alive(pid)]  # stopped and reaped before the command returned
