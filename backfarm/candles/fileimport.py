@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns
 from backfarm.candles.cache import CandleCache
 from backfarm.config import Settings
-from backfarm.core.candles import COLUMNS, PRICE_COLUMNS, check_symbol, granularity_seconds
+from backfarm.core.candles import COLUMNS, GRANULARITIES, PRICE_COLUMNS, check_symbol, granularity_seconds
 from backfarm.errors import DataError
 
 SOURCE_NAME = "file"
@@ -331,6 +331,7 @@ def import_file(settings: Settings, path: Path, symbol: str, granularity: str) -
             f"{path.name} row {rows[k]}: time {_iso(int(ts[k]))} is not on the {granularity} grid "
             f"(bars must open at multiples of {step // NS_PER_SECOND} s since 1970-01-01 UTC)"
         )
+    _check_spacing(ts, step, granularity, path.name)
     cache = CandleCache(settings.candles_dir)
     month_of = ts.astype("datetime64[ns]").astype("datetime64[M]")
     starts = np.flatnonzero(np.r_[True, month_of[1:] != month_of[:-1]])
@@ -344,6 +345,22 @@ def import_file(settings: Settings, path: Path, symbol: str, granularity: str) -
             cache.write(SOURCE_NAME, symbol, granularity, month, merged, complete=True)
     gaps = int((ts[-1] - ts[0]) // step + 1 - ts.shape[0])
     return ImportReport(ts.shape[0], months, from_ns(int(ts[0])), from_ns(int(ts[-1])), gaps)
+
+
+def _check_spacing(ts: np.ndarray, step: int, granularity: str, label: str) -> None:
+    """Refuse a file whose bars are mostly farther apart than ``granularity`` (an hourly file imported as 5m would
+    otherwise be stored as 5-minute bars with eleven of every twelve missing): say what the file holds."""
+    if ts.shape[0] < 3:
+        return
+    gaps, counts = np.unique(np.diff(ts), return_counts=True)
+    spacing = int(gaps[int(np.argmax(counts))])
+    if spacing <= step:
+        return
+    seconds = spacing // NS_PER_SECOND
+    named = {s: name for name, s in GRANULARITIES.items()}.get(seconds)
+    holds = f"{named} bars" if named else f"bars {seconds:,} s apart"
+    hint = f": import it with --granularity {named}" if named else ""
+    raise DataError(f"{label}: the file holds {holds} (most are {seconds:,} s apart), not {granularity}{hint}")
 
 
 def _merge(new: dict[str, np.ndarray], old: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

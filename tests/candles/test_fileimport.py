@@ -176,6 +176,22 @@ def test_import_checks_the_grid(tmp_path: Path, settings: Settings) -> None:
     assert not settings.candles_dir.exists()  # nothing written by failed imports
 
 
+def test_import_refuses_a_file_of_another_bar_size(tmp_path: Path, settings: Settings) -> None:
+    """An hourly file imported as 5m (or 1m) is refused in one line that says what the file holds; a 5m file with
+    missing bars is still a 5m file."""
+    path = hourly_csv(tmp_path, T0, 30)
+    for granularity in ("5m", "1m", "30m"):
+        with pytest.raises(DataError, match=f"the file holds 1h bars \\(most are 3,600 s apart\\), not {granularity}: "
+                                            "import it with --granularity 1h"):  # fmt: skip
+            import_file(settings, path, "BTC-USD", granularity)
+    assert not settings.candles_dir.exists()
+    odd = write(tmp_path, HEADER + "".join(f"{T0 + i * 420},10,11,9,10,1\n" for i in range(10)))  # every 7 minutes
+    with pytest.raises(DataError, match="the file holds bars 420 s apart \\(most are 420 s apart\\), not 1m$"):
+        import_file(settings, odd, "BTC-USD", "1m")
+    sparse = write(tmp_path, HEADER + "".join(f"{T0 + m * 300},10,11,9,10,1\n" for m in (0, 1, 2, 3, 5, 9, 10, 11)))
+    assert import_file(settings, sparse, "BTC-USD", "5m").gaps == 4  # bars 4, 6, 7 and 8 missing
+
+
 def test_file_source(tmp_path: Path, settings: Settings) -> None:
     source = FileSource(CandleCache(settings.candles_dir))
     assert source.name == "file" and source.can_fetch is False
