@@ -10,7 +10,8 @@
     │   └── AuthError              credentials rejected or missing permission
     ├── TemporaryError             may succeed if retried later (rate limits, timeouts, 5xx, lost connections)
     │   ├── RateLimited
-    │   └── ServiceUnavailable
+    │   ├── ServiceUnavailable
+    │   └── BadSourceData          a source sent bars that break the bar rules: nothing cached, fetched again later
     └── CorruptCacheError          a cache file failed to read or verify; the cache moves it aside and rebuilds it
 
 Anything that is not a ``BackfarmError`` is a bug and keeps its traceback.
@@ -60,6 +61,11 @@ class RateLimited(TemporaryError):
 
 class ServiceUnavailable(TemporaryError):
     """A remote service could not be reached or answered with a server error."""
+
+
+class BadSourceData(TemporaryError):
+    """A candle source sent bars that break the bar rules (:mod:`backfarm.candles.checks`), off the bar grid, or
+    two different bars for one time: none of that month was cached, so a later fetch tries again."""
 
 
 class CorruptCacheError(BackfarmError):

@@ -11,7 +11,6 @@ the source name ``file``; ``FileSource`` then serves them (it cannot fetch anyth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +23,9 @@ import pyarrow.parquet as pq
 
 from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns
 from backfarm.candles.cache import CandleCache
+from backfarm.candles.checks import first_bad_bar
 from backfarm.config import Settings
-from backfarm.core.candles import COLUMNS, GRANULARITIES, PRICE_COLUMNS, check_symbol, granularity_seconds
+from backfarm.core.candles import COLUMNS, GRANULARITIES, check_symbol, granularity_seconds
 from backfarm.errors import DataError
 
 SOURCE_NAME = "file"
@@ -173,27 +173,10 @@ def _check_nulls(arr: pa.Array, column: str, where: _Where) -> None:
 
 
 def _check_rows(values: dict[str, np.ndarray], where: _Where) -> None:
-    """OHLC consistency and non-negative volume, reporting the first bad row in file order."""
-    o, h, lo, c, v = (values[k] for k in COLUMNS[1:])
-    checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
-        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), lambda i: f"prices must be positive, got {_ohlc(values, i)}"),
-        (h < lo, lambda i: f"high {h[i]} < low {lo[i]}"),
-        (h < o, lambda i: f"high {h[i]} < open {o[i]}"),
-        (h < c, lambda i: f"high {h[i]} < close {c[i]}"),
-        (lo > o, lambda i: f"low {lo[i]} > open {o[i]}"),
-        (lo > c, lambda i: f"low {lo[i]} > close {c[i]}"),
-        (v < 0, lambda i: f"negative volume {v[i]}"),
-    ]
-    any_bad = np.logical_or.reduce([mask for mask, _ in checks])
-    if not any_bad.any():
-        return
-    i = int(np.argmax(any_bad))
-    message = next(describe(i) for mask, describe in checks if mask[i])
-    raise DataError(f"{where.row(i)}: {message}")
-
-
-def _ohlc(values: dict[str, np.ndarray], i: int) -> str:
-    return ", ".join(f"{k} {values[k][i]}" for k in PRICE_COLUMNS)
+    """The bar rules every source obeys (:mod:`backfarm.candles.checks`), reporting the first bad row in file order."""
+    found = first_bad_bar(values)
+    if found is not None:
+        raise DataError(f"{where.row(found[0])}: {found[1]}")
 
 
 # --- time -------------------------------------------------------------------------------------------------------

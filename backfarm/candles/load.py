@@ -20,12 +20,13 @@ import numpy as np
 
 from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns, utc_now
 from backfarm.candles.cache import CandleCache, Partition, PartitionMeta, empty_arrays, month_bounds, months_covering
+from backfarm.candles.checks import first_bad_bar
 from backfarm.candles.fileimport import import_hint
 from backfarm.candles.sources import get_source
 from backfarm.candles.sources.base import CandleSource
 from backfarm.config import Settings
 from backfarm.core.candles import COLUMNS, Candles, granularity_seconds
-from backfarm.errors import DataError, ValidationError
+from backfarm.errors import BadSourceData, DataError, ValidationError
 
 COMPLETE_GRACE_S = 600
 """A month counts as complete only this long after it ended, so a source's late last bars are not missed forever."""
@@ -95,7 +96,7 @@ def _refresh(
         lo, hi = month_bounds(month)
         complete = now >= hi + COMPLETE_GRACE_S * NS_PER_SECOND
         raw = source.fetch(symbol, granularity, from_ns(lo), from_ns(min(hi, now)))
-        arrays = _clean(raw, lo, hi)
+        arrays = _checked(_clean(raw, lo, hi), granularity_seconds(granularity) * NS_PER_SECOND, " ".join(key))
         cache.write(*key, arrays, complete=complete, fetched_at=from_ns(now))
     return "fetched", int(arrays["ts"].shape[0])
 
@@ -113,14 +114,49 @@ def _fresh(meta: PartitionMeta | None, month: str, now: int, ttl_s: float) -> bo
 
 
 def _clean(raw: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
-    """Schema dtypes, only bars inside the month, sorted and unique (cheap insurance against a sloppy source)."""
+    """Schema dtypes, only bars inside the month, sorted; a bar sent twice alike kept once. Two *different* bars for
+    one time are kept both, for :func:`_checked` to refuse (which one would be right?)."""
     cols = {c: np.asarray(raw[c], dtype=np.int64 if c == "ts" else np.float64) for c in COLUMNS}
     ts = cols["ts"]
     if ts.shape[0] > 1 and not np.all(np.diff(ts) > 0):
-        _, keep = np.unique(ts, return_index=True)
-        cols = {c: v[keep] for c, v in cols.items()}
-        ts = cols["ts"]
+        order = np.lexsort([cols[c] for c in reversed(COLUMNS)])  # by time, then by every value
+        cols = {c: v[order] for c, v in cols.items()}
+        same = np.ones(ts.shape[0], dtype=bool)
+        for c in COLUMNS:
+            same[1:] &= cols[c][1:] == cols[c][:-1]
+        same[0] = False
+        cols = {c: v[~same] for c, v in cols.items()}
     return _slice(cols, lo, hi)
+
+
+def _checked(cols: dict[str, np.ndarray], step: int, what: str) -> dict[str, np.ndarray]:
+    """``cols`` if every bar is sound (:func:`backfarm.candles.checks.first_bad_bar`), on the bar grid, and alone at
+    its time; else :class:`BadSourceData` naming the first bad bar, so nothing of the month is cached (and a month
+    that is never cached is never marked complete: the next run fetches it again)."""
+    ts = cols["ts"]
+    twice = np.flatnonzero(ts[1:] == ts[:-1])
+    if twice.size:
+        i = int(twice[0])
+        raise BadSourceData(
+            f"{what}: the source sent two different bars for {_iso(int(ts[i]))} "
+            f"({_bar(cols, i)} and {_bar(cols, i + 1)}); nothing of this month was cached"
+        )
+    off = np.flatnonzero(ts % step)
+    if off.size:
+        raise BadSourceData(
+            f"{what}: the source sent a bar at {_iso(int(ts[off[0]]))}, off the {step // NS_PER_SECOND} s grid; "
+            "nothing of this month was cached"
+        )
+    found = first_bad_bar(cols)
+    if found is not None:
+        i, why = found
+        raise BadSourceData(f"{what}: the source sent a bad bar at {_iso(int(ts[i]))}: {why}; nothing of this month "
+                            "was cached")  # fmt: skip
+    return cols
+
+
+def _bar(cols: dict[str, np.ndarray], i: int) -> str:
+    return "/".join(f"{cols[c][i]:g}" for c in COLUMNS[1:])
 
 
 def _first_available_ns(source: CandleSource, symbol: str, granularity: str) -> int:

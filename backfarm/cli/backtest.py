@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -126,6 +127,8 @@ def backtest(
         with _Bar() as bar:  # shown only once there is work, so errors print without a blank line
             outcome = run_sweep(spec, settings, store, LocalExecutor(settings, workers, bar), curves=curves)
         _report(outcome, store, top, time.perf_counter() - started)
+        if not outcome.stats.interrupted:
+            _exit_if_failed(outcome, store)
         if outcome.stats.interrupted:
             info = store.sweep(outcome.sweep_id)
             state.err_console.print(
@@ -196,6 +199,7 @@ def _farm_backtest(
         )
         raise typer.Exit(code=_stop_code(terminated or _Signals()))
     _report(outcome, store, top, time.perf_counter() - started, farm=True)
+    _exit_if_failed(outcome, store)
 
 
 class _Bar:
@@ -242,6 +246,29 @@ def _progress() -> Progress:
     )
 
 
+JOBS_FAILED = 4
+"""Exit code of a sweep that ran to its end but in which jobs failed (their reasons printed, the jobs marked dead)."""
+REASONS_SHOWN = 5
+
+
+def _exit_if_failed(outcome: SweepOutcome, store: ResultStore) -> None:
+    """Say why the sweep's jobs failed (the commonest reasons, with counts) and exit :data:`JOBS_FAILED`."""
+    failed = outcome.stats.failed
+    if not failed:
+        return
+    reasons = Counter(
+        reason.splitlines()[0][:200] if reason else "unknown" for reason in store.dead(outcome.sweep_id).values()
+    )
+    state.err_console.print(
+        f"{count(failed, 'job')} failed (marked dead; `backfarm status {outcome.sweep_id}` lists them):"
+    )
+    for reason, n in reasons.most_common(REASONS_SHOWN):
+        state.err_console.print(f"  {n:,} × {reason}")
+    if len(reasons) > REASONS_SHOWN:
+        state.err_console.print(f"  … and {count(len(reasons) - REASONS_SHOWN, 'other reason')}")
+    raise typer.Exit(code=JOBS_FAILED)
+
+
 def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, farm: bool = False) -> None:
     console = state.console
     filters = Filters(sweep=outcome.sweep_id)
@@ -264,9 +291,11 @@ def _report(outcome: SweepOutcome, store: ResultStore, top: int, wall: float, fa
     rows = store.aggregate("strategy", filters)
     console.print(aggregate_table(rows, "strategy", "per strategy"))
     computed = outcome.stats.computed
-    if not computed:
+    if not computed and not outcome.stats.failed:
         reused = "the result" if outcome.reused == 1 else f"all {count(outcome.reused, 'result')}"
         console.print(f"nothing to compute: {reused} reused; {wall:.2f} s in total")
+    elif not computed:
+        console.print(f"no backtest succeeded; {wall:.2f} s in total")
     else:
         rate = computed / outcome.stats.seconds if outcome.stats.seconds > 0 else 0.0
         used = outcome.stats.workers

@@ -101,7 +101,7 @@ GOOD = f"{T0},10,11,9,10,1\n"
         (HEADER + GOOD + GOOD + f"{T0 + 120},abc,11,9,10,1\n", "data.csv row 4 column 'open': non-numeric value 'abc'"),
         (HEADER + f"{T0},10,11,9,,1\n", "data.csv row 2 column 'close': empty value"),
         (HEADER + f"{T0},10,11,9,12,1\n", "data.csv row 2: high 11.0 < close 12.0"),
-        (HEADER + f"{T0},10,11,9,10,-1\n", "data.csv row 2: negative volume -1.0"),
+        (HEADER + f"{T0},10,11,9,10,-1\n", "data.csv row 2: volume must be a non-negative number, got -1.0"),
         (HEADER + f"{T0},0,11,0,10,1\n", "data.csv row 2: prices must be positive"),
         (HEADER + GOOD + f"{T0},10,11,9,10.5,1\n", "data.csv rows 2 and 3: duplicate time 2024-01-01 00:00:00 UTC"),
         (HEADER + GOOD + f"{(T0 + 60) * 1000},10,11,9,10,1\n", "data.csv row 3 column 'time': epoch time"),
