@@ -415,7 +415,10 @@ def _print_report(data: dict[str, Any], limit: int) -> None:
         m = acc["metrics"] or {}
         r = recon.get("accounts", {}).get(acc["account"], {})
         bt = r.get("backtest_metrics") or {}
-        verdict = "identical" if r.get("identical") else f"{_differences(r)} differ" if r else "—"
+        if "error" in r:
+            verdict = "not reconciled"
+        else:
+            verdict = "identical" if r.get("identical") else f"{_differences(r)} differ" if r else "—"
         table.add_row(
             acc["account"],
             fmt_metric("total_return", m.get("total_return")),
@@ -430,6 +433,12 @@ def _print_report(data: dict[str, Any], limit: int) -> None:
     console.print(table)
     if recon:
         console.print(f"reference: {recon.get('reference', '')}")
+        unreconciled: dict[str, list[str]] = {}
+        for key, r in recon.get("accounts", {}).items():
+            if "error" in r:
+                unreconciled.setdefault(r["error"], []).append(key)
+        for why, keys in unreconciled.items():
+            console.print(f"not reconciled ({', '.join(keys)}): {why}")
     for acc in data["accounts"]:
         r = recon.get("accounts", {}).get(acc["account"])
         if r and not r.get("identical") and "rows" in r:

@@ -24,6 +24,7 @@ from backfarm._util.time import NS_PER_SECOND, from_ns, iso
 from backfarm.candles.load import load_candles
 from backfarm.config import Settings
 from backfarm.core.candles import Candles, bars_per_year
+from backfarm.core.formatting import count
 from backfarm.engine.backtest import run_backtest
 from backfarm.engine.downsample import downsample_minmax
 from backfarm.errors import UserError
@@ -181,19 +182,21 @@ def _reconcile_all(
     start_ns = int(cursor["start_ns"])
     warm = spec.warmup_bars()
     for symbol in spec.symbols:
+        keys = [f"{name}@{symbol}" for name, _ in spec.strategies]
         bars = int(cursor.get("bars_done", {}).get(symbol, 0))
-        if bars < 2:
-            continue
         try:
+            if bars < 2:
+                raise UserError(f"the session ran {count(bars, 'bar')} of {symbol}: a backtest needs at least 2")
             candles, offset = _reference_candles(spec, settings, symbol, start_ns, warm, bars)
-        except UserError as exc:
-            out["accounts"][symbol] = {"error": str(exc)}
+            if len(candles) - offset < 2:
+                raise UserError(f"the reference candles hold {count(len(candles) - offset, 'bar')} of the session")
+        except UserError as exc:  # no reconciliation for this symbol: the report says why, and shows the rest
+            out["accounts"].update(dict.fromkeys(keys, {"error": str(exc)}))
             continue
         missed = _missed_bars(live_bars, symbol, start_ns, spec.bar_ns)
         closes = _live_closes(live_bars, symbol, start_ns, spec.bar_ns)
         indicators = Indicators(candles)
-        for name, params in spec.strategies:
-            key = f"{name}@{symbol}"
+        for key, (name, params) in zip(keys, spec.strategies, strict=True):
             bt = _backtest(spec, candles, indicators, offset, name, params)
             paper = [t for t in trades if t.account == key]
             account_fills = [f for f in fills if f.account == key]

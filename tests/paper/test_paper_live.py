@@ -15,12 +15,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from backfarm.cli import app
 from backfarm.config import Settings
 from backfarm.core.results import Filters
 from backfarm.paper.report import build_report
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import build_spec
+from backfarm.paper.store.base import SESSION_FILE
 from backfarm.paper.store.sqlite import SQLiteSessionStore
 from backfarm.results.embedded import EmbeddedStore
 from backfarm.simulator import Faults, SimConfig, Simulator
@@ -102,6 +105,28 @@ def test_live_session_on_the_simulator_runs_its_duration_and_lands_on_the_leader
             assert row["attribution"], key
             if row["paper"] and row["backtest"] and row["attribution"] != ["identical"]:
                 assert any(a.startswith(("fill price", "signal", "missed")) for a in row["attribution"]), row
+
+
+def test_the_report_of_a_one_bar_session_says_why_nothing_is_reconciled(sim: Simulator, tmp_path: Path) -> None:
+    settings = _settings(sim, tmp_path)
+    params = {name: FAST_PARAMS[name] for name in ("momentum", "breakout")}
+    spec = build_spec(["momentum", "breakout"], ["BTC-USD"], 60, params=params)  # one 1-minute bar
+    settings.data_dir.mkdir(parents=True)
+    store = SQLiteSessionStore(settings.data_dir / SESSION_FILE)  # where `backfarm paper report` looks
+    store.create(spec)
+    outcome = run_session(store, spec.session_id, settings)
+    assert outcome.status == "finished" and outcome.bars == 1
+    report = build_report(store, spec.session_id, settings)  # used to fail: "a backtest needs at least 2 bars"
+    assert [a["account"] for a in report["accounts"]] == ["momentum@BTC-USD", "breakout@BTC-USD"]
+    why = "the session ran 1 bar of BTC-USD: a backtest needs at least 2"
+    assert report["reconciliation"]["accounts"] == {
+        key: {"error": why} for key in ("momentum@BTC-USD", "breakout@BTC-USD")
+    }
+    env = {"BACKFARM_DATA_DIR": str(settings.data_dir), "BACKFARM_REDIS_URL": "", "COLUMNS": "200",
+           "BACKFARM_COINBASE_API_URL": sim.api_url, "BACKFARM_COINBASE_WS_URL": sim.ws_url}  # fmt: skip
+    shown = CliRunner().invoke(app, ["paper", "report", spec.session_id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert f"not reconciled (momentum@BTC-USD, breakout@BTC-USD): {why}" in shown.stdout
 
 
 def test_a_dropped_feed_reconnects_without_duplicated_bars(tmp_path: Path) -> None:
