@@ -14,6 +14,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+try:  # Typer vendors click as ``typer._click`` since 0.20; before, it used click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - an older Typer
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment]
+
 from backfarm import __version__
 from backfarm.cli import state
 from backfarm.errors import BackfarmError
@@ -56,6 +61,16 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def _usage_error(exc: Any) -> None:
+    """A mistyped command line as every other user error: one line on stderr, exit 2 (not click's usage box).
+    Asking for a group's commands by giving none (``no_args_is_help``) still shows the help."""
+    if isinstance(exc, NoArgsIsHelpError):
+        raise exc
+    where = exc.ctx.command_path if exc.ctx is not None else "backfarm"
+    typer.echo(f"error: {printable(exc.format_message())} (see `{where} --help`)", err=True)
+    raise typer.Exit(code=2) from None
+
+
 class _Group(TyperGroup):
     """Root command group: global options anywhere; backfarm errors → a one-line message and an exit code."""
 
@@ -63,9 +78,17 @@ class _Group(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
 
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            _usage_error(exc)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:  # a subcommand's options or arguments: parsed here, inside the group's invoke
+            _usage_error(exc)
         except BackfarmError as exc:
             if state.verbose:
                 raise

@@ -92,6 +92,14 @@ def backtest(
             "the dashboard recomputes a curve when one is opened).",
         ),
     ] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate and expand the sweep, print its counts and stop: no candles are fetched, "
+            "nothing is run or stored.",
+        ),
+    ] = False,
 ) -> None:
     """Run a sweep: strategies × parameters × symbols × windows. With no options: the 5 built-ins with default
     parameters on BTC/ETH/SOL/LINK/POL-USD over the last 30 days of 1-minute candles (25 backtests)."""
@@ -114,6 +122,9 @@ def backtest(
     # The options that are spec fields, by name: the Typer parameter is the flag's only declaration.
     flags = {name: value for name, value in ctx.params.items() if name in SweepSpec.__dataclass_fields__}
     spec = SweepSpec.from_flags(flags, spec_file=spec_file, quick=quick)
+    if dry_run:
+        _dry_run(spec, settings)
+        return
     started = time.perf_counter()
     with open_store(settings) as store, _sigterm_as_interrupt() as terminated:
         if farm:
@@ -243,6 +254,22 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=state.err_console,
         transient=True,
+    )
+
+
+def _dry_run(spec: SweepSpec, settings: Settings) -> None:
+    """What the sweep would be, from the expansion alone (the same validation a real run does first)."""
+    from backfarm.sweeps.run import expand_spec
+
+    exp = expand_spec(spec, settings)
+    strategies = sorted({job.strategy for job in exp.jobs})
+    sets = len({(job.strategy, tuple(sorted(job.params.items()))) for job in exp.jobs})
+    span = f"{exp.windows[0][0]:%Y-%m-%d} → {exp.windows[-1][1]:%Y-%m-%d}"
+    state.console.print(
+        f"dry run: sweep {exp.sweep_id} · {count(len(exp.jobs), 'job')}: {count(sets, 'parameter set')} of "
+        f"{count(len(strategies), 'strategy', 'strategies')} × {count(len(spec.symbols), 'symbol')} × "
+        f"{count(len(exp.windows), 'window')} · {spec.granularity} bars {span} · source {spec.source}; nothing "
+        "fetched, run or stored"
     )
 
 
