@@ -227,12 +227,12 @@ class CandleCache:
     def read(self, source: str, symbol: str, granularity: str, month: str) -> Partition | None:
         """The verified partition, or ``None`` when it is missing or was corrupt (then moved aside)."""
         path = self.path(source, symbol, granularity, month)
-        return self._guarded(path, (source, symbol, granularity, month), _load_partition)
+        return self._guarded(path, (source, symbol, granularity, month), lambda p: _of_month(_load_partition(p), month))
 
     def meta(self, source: str, symbol: str, granularity: str, month: str) -> PartitionMeta | None:
         """The partition's footer metadata only (fast), or ``None`` when missing or unreadable (then moved aside)."""
         path = self.path(source, symbol, granularity, month)
-        return self._guarded(path, (source, symbol, granularity, month), _load_meta)
+        return self._guarded(path, (source, symbol, granularity, month), lambda p: _of_month(_load_meta(p), month))
 
     def write(
         self,
@@ -403,6 +403,21 @@ def _load_meta(path: Path) -> PartitionMeta:
     if META_KEY not in kv:
         raise CorruptCacheError("no backfarm metadata in the file")
     return PartitionMeta.from_json(kv[META_KEY])
+
+
+P = TypeVar("P", "Partition", "PartitionMeta")
+
+
+def _of_month(loaded: P, month: str) -> P:
+    """``loaded`` if its bars lie in ``month`` (the file's name); a file copied under another month's name is as
+    wrong as a corrupt one, and is quarantined the same way."""
+    meta = loaded.meta if isinstance(loaded, Partition) else loaded
+    if meta.first_ts is None or meta.last_ts is None:
+        return loaded
+    lo, hi = month_bounds(month)
+    if not lo <= to_ns(meta.first_ts) <= to_ns(meta.last_ts) < hi:
+        raise CorruptCacheError(f"its bars ({meta.first_ts:%Y-%m-%d} → {meta.last_ts:%Y-%m-%d}) are not in {month}")
+    return loaded
 
 
 def _load_partition(path: Path) -> Partition:

@@ -179,6 +179,9 @@ def load_candles(
     """Bars with open time in ``[start, end)``, gaps filled with flat bars and counted; read-only arrays.
 
     The window starts at the first real bar in it and ends at the last one: bars are never invented at its edges.
+    Bars missing at either edge count as gaps all the same (``gaps`` is every bar of ``[start, end)`` that is not
+    there), so a window whose data covers only part of it is refused by the gap limit instead of being stored
+    under a label that promises more than it holds.
     """
     src = get_source(source, settings) if isinstance(source, str) else source
     step = granularity_seconds(granularity) * NS_PER_SECOND
@@ -192,12 +195,16 @@ def load_candles(
             # Only now: validating may cost a request (coinbase), and an offline read of the cache needs none.
             src.validate_symbol(symbol)
         raise DataError(_no_data_message(settings, src, symbol, granularity, lo, hi))
-    cols, gaps = fill_gaps(cols, step)
-    n = cols["ts"].shape[0]
-    if gaps and gaps / n > settings.max_gap_share:
+    first, last = int(cols["ts"][0]), int(cols["ts"][-1])
+    cols, inside = fill_gaps(cols, step)
+    first_slot, last_slot = -(-lo // step) * step, (hi - 1) // step * step  # the grid's bars in [lo, hi)
+    expected = (last_slot - first_slot) // step + 1
+    gaps = inside + (first - first_slot) // step + (last_slot - last) // step
+    if gaps and gaps / expected > settings.max_gap_share:
         raise DataError(
-            f"{symbol} {granularity} {_span(lo, hi)}: {gaps / n:.1%} of the bars are missing ({gaps} of {n}), "
-            f"more than the allowed {settings.max_gap_share:.0%} (BACKFARM_MAX_GAP_SHARE)"
+            f"{symbol} {granularity} {_span(lo, hi)}: {gaps / expected:.1%} of the bars are missing ({gaps:,} of "
+            f"{expected:,}; the data covers {_iso(first)} → {_iso(last)}), more than the allowed "
+            f"{settings.max_gap_share:.0%} (BACKFARM_MAX_GAP_SHARE)"
         )
     return Candles(
         src.name,

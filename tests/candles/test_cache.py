@@ -170,6 +170,24 @@ def test_checksum_mismatch_is_moved_aside(cache: CandleCache) -> None:
     assert_quarantined(cache)
 
 
+def test_a_file_under_another_months_name_is_moved_aside(cache: CandleCache) -> None:
+    """A January file copied as February's (it would load as February with -2,880 gaps) is as wrong as a corrupt
+    one: read and meta both quarantine it."""
+    january = (*KEY[:3], "2024-01")
+    cache.write(*january, bars("2024-01", 100), complete=True)
+    cache.path(*KEY).write_bytes(cache.path(*january).read_bytes())
+    with pytest.warns(CorruptCacheWarning, match=r"its bars \(2024-01-01 → 2024-01-01\) are not in 2024-02"):
+        assert cache.meta(*KEY) is None
+    assert_quarantined(cache)
+    cache.path(*KEY).write_bytes(cache.path(*january).read_bytes())
+    for old in cache.path(*KEY).parent.glob("2024-02.parquet.corrupt-*"):
+        old.unlink()
+    with pytest.warns(CorruptCacheWarning, match="are not in 2024-02"):
+        assert cache.read(*KEY) is None
+    assert_quarantined(cache)
+    assert cache.read(*january) is not None  # the real January is fine
+
+
 def test_wrong_schema_is_moved_aside(cache: CandleCache) -> None:
     data = bars("2024-02", 5)
     write_raw(cache, pa.table({c: pa.array(data[c]) for c in COLUMNS}))  # ts as plain int64, no metadata

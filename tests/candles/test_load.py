@@ -220,9 +220,13 @@ def test_gaps_are_filled_flat_and_counted(settings: Settings) -> None:
     CandleCache(settings.candles_dir).write(
         "file", "BTC-USD", "1h", "2024-01", hourly(2, 40, skip=(10, 11, 12)), complete=True
     )
-    # The window asks from midnight, but the data starts at 02:00: leading bars are not invented.
-    candles = load_candles(settings, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 3))
-    assert len(candles) == 38 and candles.gaps == 3
+    # The window asks from midnight, but the data starts at 02:00: leading bars are not invented, and count as
+    # missing (2 leading + 3 inside of the window's 40 bars: 12.5%, above the default 10%).
+    with pytest.raises(DataError, match=r"12\.5% of the bars are missing \(5 of 40; the data covers 2024-01-01 02:00 "):
+        load_candles(settings, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2, 16))
+    lenient = settings.with_(max_gap_share=0.2)
+    candles = load_candles(lenient, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2, 16))
+    assert len(candles) == 38 and candles.gaps == 5
     assert candles.ts[0] == month_bounds("2024-01")[0] + 2 * HOUR
     assert np.all(np.diff(candles.ts) == HOUR)
     filled = slice(8, 11)  # hours 10, 11, 12
@@ -236,10 +240,14 @@ def test_too_many_gaps_is_an_error(settings: Settings) -> None:
     CandleCache(settings.candles_dir).write(
         "file", "BTC-USD", "1h", "2024-01", hourly(0, 20, skip=(3, 4, 5)), complete=True
     )
-    with pytest.raises(DataError, match=r"BTC-USD 1h from 2024-01-01 00:00 UTC to 2024-01-02 00:00 UTC: 15\.0% "):
-        load_candles(settings, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2))
+    with pytest.raises(DataError, match=r"BTC-USD 1h from 2024-01-01 00:00 UTC to 2024-01-01 20:00 UTC: 15\.0% "):
+        load_candles(settings, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 1, 20))
     lenient = settings.with_(max_gap_share=0.2)
-    assert load_candles(lenient, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2)).gaps == 3
+    assert load_candles(lenient, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 1, 20)).gaps == 3
+    # A day asked for, 20 hours held: the 4 missing at the end count too (7 of 24), however the window is cut.
+    with pytest.raises(DataError, match=r"29\.2% of the bars are missing \(7 of 24; the data covers 2024-01-01 00:00 UTC"
+                                        r" → 2024-01-01 19:00 UTC\)"):  # fmt: skip
+        load_candles(lenient, "file", "BTC-USD", "1h", utc(2024, 1, 1), utc(2024, 1, 2))
 
 
 def test_fill_gaps_refuses_off_grid_bars() -> None:
