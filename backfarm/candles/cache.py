@@ -290,6 +290,15 @@ class CandleCache:
             return None
         return _summarize(source, symbol, granularity, months, metas, unreadable)
 
+    def holds(self, source: str, symbol: str) -> bool:
+        """Whether any month of ``symbol`` from ``source`` is cached (at any granularity)."""
+        folder = self.root / source / symbol
+        return (
+            _PART_RE.match(source) is not None
+            and _PART_RE.match(symbol) is not None
+            and any(folder.glob("*/*.parquet"))
+        )
+
     def entries(self) -> list[CacheEntry]:
         """One summary per cached (source, symbol, granularity), sorted; reads footers only."""
         out = []

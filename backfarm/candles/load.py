@@ -11,6 +11,7 @@ bars with flat bars at the previous close, and refuses windows with too many of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,9 @@ from backfarm.candles.sources import get_source
 from backfarm.candles.sources.base import CandleSource
 from backfarm.config import Settings
 from backfarm.core.candles import COLUMNS, Candles, granularity_seconds
-from backfarm.errors import BadSourceData, DataError, ValidationError
+from backfarm.errors import BadSourceData, DataError, TemporaryError, ValidationError
+
+log = logging.getLogger(__name__)
 
 COMPLETE_GRACE_S = 600
 """A month counts as complete only this long after it ended, so a source's late last bars are not missed forever."""
@@ -95,7 +98,17 @@ def _refresh(
             return "skipped", 0
         lo, hi = month_bounds(month)
         complete = now >= hi + COMPLETE_GRACE_S * NS_PER_SECOND
-        raw = source.fetch(symbol, granularity, from_ns(lo), from_ns(min(hi, now)))
+        try:
+            raw = source.fetch(symbol, granularity, from_ns(lo), from_ns(min(hi, now)))
+        except TemporaryError as exc:
+            stale = cache.meta(*key)
+            if stale is None:
+                raise
+            log.warning(
+                "%s is unreachable (%s): using the cached %s %s %s, fetched %s",
+                source.name, exc, symbol, granularity, month, f"{stale.fetched_at:%Y-%m-%d %H:%M} UTC",
+            )  # fmt: skip
+            return "skipped", 0
         arrays = _checked(_clean(raw, lo, hi), granularity_seconds(granularity) * NS_PER_SECOND, " ".join(key))
         cache.write(*key, arrays, complete=complete, fetched_at=from_ns(now))
     return "fetched", int(arrays["ts"].shape[0])

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 try:  # Typer vendors click as ``typer._click`` since 0.20; before, it used click itself
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - an older Typer
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from backfarm import __version__
 from backfarm.cli import state

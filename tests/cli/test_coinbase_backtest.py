@@ -83,3 +83,24 @@ def test_unreachable_coinbase_says_so_and_suggests_synthetic(tmp_path: Path) -> 
         or "no sweeps yet" in runner.invoke(app, ["sweeps"], env=env).stdout
     )
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def test_cached_candles_run_offline_and_say_so(tmp_path: Path, sim: Simulator) -> None:
+    """With every candle of the window cached, a backtest runs with Coinbase unreachable: the symbol is checked
+    against the cache, the stale open month is used as cached, and stderr says both."""
+    args = ["backtest", "--days", "3", "--granularity", "1h", "--symbols", "BTC-USD,ETH-USD", "--strategies",
+            "momentum"]  # fmt: skip
+    online = runner.invoke(app, args, env=_env(tmp_path, sim.api_url))
+    assert online.exit_code == 0, online.stderr
+    metrics = _board(_env(tmp_path, sim.api_url))
+    shutil.rmtree(tmp_path / "data" / "results")
+    offline_env = {**_env(tmp_path, "http://127.0.0.1:9"), "BACKFARM_OPEN_MONTH_TTL": "0"}  # refetch the open month
+    offline = runner.invoke(app, args, env=offline_env)
+    assert offline.exit_code == 0, offline.stderr
+    for symbol in ("BTC-USD", "ETH-USD"):
+        assert f"{symbol} is checked against the candle cache only" in offline.stderr
+        assert "coinbase is unreachable" in offline.stderr and f"using the cached {symbol} 1h" in offline.stderr
+    assert "Traceback" not in offline.stderr
+    assert _board(offline_env) == metrics  # the same candles, the same results
+    unknown = runner.invoke(app, [*args[:-4], "--symbols", "DOGE-USD", "--strategies", "momentum"], env=offline_env)
+    assert unknown.exit_code == 3 and "unreachable" in unknown.stderr  # nothing cached for it: no guessing

@@ -7,15 +7,20 @@ and counts them).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from backfarm.candles.cache import CandleCache
 from backfarm.coinbase.client import CoinbaseClient, candle_pages
 from backfarm.config import Settings
 from backfarm.core.candles import granularity_seconds
+from backfarm.errors import TemporaryError
+
+log = logging.getLogger(__name__)
 
 
 class CoinbaseSource:
@@ -24,10 +29,13 @@ class CoinbaseSource:
     name = "coinbase"
     can_fetch = True
 
-    def __init__(self, client: CoinbaseClient) -> None:
+    def __init__(self, client: CoinbaseClient, cache: CandleCache | None = None) -> None:
         self.client = client
+        self.cache = cache
+        """The candle cache this source fills: with Coinbase unreachable, a symbol it holds is taken as valid."""
         self.on_page: Callable[[int], None] | None = None
         """Called with the candle count of every finished request when ``fetch`` gets no ``on_page``."""
+        self._offline: set[str] = set()
 
     def __repr__(self) -> str:
         return f"CoinbaseSource({self.client!r})"
@@ -35,7 +43,7 @@ class CoinbaseSource:
     @classmethod
     def from_settings(cls, settings: Settings, **client_kwargs: Any) -> CoinbaseSource:
         """A source for the configured API URL and key; ``client_kwargs`` go to the client (e.g. ``limiter``)."""
-        return cls(CoinbaseClient.from_settings(settings, **client_kwargs))
+        return cls(CoinbaseClient.from_settings(settings, **client_kwargs), CandleCache(settings.candles_dir))
 
     def fetch(
         self,
@@ -55,8 +63,17 @@ class CoinbaseSource:
         return self.client.get_candles(symbol, granularity, _utc(start), _utc(end), on_page=progress)
 
     def validate_symbol(self, symbol: str) -> None:
-        """``ValidationError`` (did you mean …) unless Coinbase lists ``symbol``; the product list is cached."""
-        self.client.check_product(symbol)
+        """``ValidationError`` (did you mean …) unless Coinbase lists ``symbol``; the product list is cached. With
+        Coinbase unreachable, a symbol whose candles are cached is taken as valid (and the user told so), so a
+        backtest on cached candles runs offline."""
+        try:
+            self.client.check_product(symbol)
+        except TemporaryError as exc:
+            if self.cache is None or not self.cache.holds(self.name, symbol):
+                raise
+            if symbol not in self._offline:
+                self._offline.add(symbol)
+                log.warning("Coinbase is unreachable (%s): %s is checked against the candle cache only", exc, symbol)
 
     def requests_needed(self, granularity: str, start: datetime, end: datetime) -> int:
         """How many candle requests ``fetch`` will make for this window (for progress bars and estimates)."""
