@@ -75,6 +75,9 @@ class RetryPolicy:
     """Cap of one backoff."""
     max_retry_after: float = 60.0
     """Cap on a server's ``Retry-After``."""
+    rate_limit_patience: float = 150.0
+    """How long 429s are waited out (the limiter slowing down meanwhile) before a call gives up, seconds: a storm
+    of 429s is a reason to go slower, not to stop."""
     connect_retries: int = 1
     """Retries when the host refuses the connection or does not resolve (fail fast: it is rarely transient)."""
 
@@ -91,13 +94,21 @@ class _Retry(Exception):
     """Internal: the attempt failed transiently; ``delay`` overrides the backoff when the server named one."""
 
     def __init__(
-        self, reason: str, delay: float | None = None, final: Exception | None = None, *, connect: bool = False
+        self,
+        reason: str,
+        delay: float | None = None,
+        final: Exception | None = None,
+        *,
+        connect: bool = False,
+        limited: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
         self.final = final
         self.connect = connect
+        self.limited = limited
+        """A 429: waited out for up to ``rate_limit_patience``, the limiter slowing down."""
         """The connection could not even be opened (refused, unknown host): retried only ``connect_retries``."""
 
 
@@ -116,6 +127,7 @@ class CoinbaseClient:
         concurrency: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.key = key
@@ -126,6 +138,8 @@ class CoinbaseClient:
         self.retry = retry or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self._sleep = sleep
+        self._clock = clock
+        """Measures how long 429s have lasted (tests pass one that moves with their ``sleep``)."""
         self._rng = rng or random.Random()
         self._auth = CdpAuth(key) if key is not None else None
         self._products: dict[str, Product] | None = None
@@ -321,6 +335,7 @@ class CoinbaseClient:
         policy = self.retry
         connect_failures = 0
         attempt = 0
+        limited_since: float | None = None
         while True:
             self.limiter.acquire(scope)
             try:
@@ -330,9 +345,15 @@ class CoinbaseClient:
                     connect_failures += 1
                     if connect_failures > policy.connect_retries:
                         raise retry.final or ServiceUnavailable(retry.reason) from None
+                elif retry.limited:
+                    limited_since = self._clock() if limited_since is None else limited_since
+                    if self._clock() - limited_since >= policy.rate_limit_patience:
+                        raise retry.final or RateLimited(retry.reason) from None
                 elif attempt >= policy.max_retries:
                     raise retry.final or ServiceUnavailable(retry.reason) from None
-                delay = self._backoff(attempt, retry.delay)
+                delay = self._backoff(min(attempt, 16), retry.delay)
+                if retry.limited:
+                    self.limiter.slow_down(scope, delay)  # every caller of the scope waits and goes slower
                 log.info("coinbase %s: %s; retry %d in %.2f s", call.path, retry.reason, attempt + 1, delay)
                 attempt += 1
                 self._sleep(delay)
@@ -369,9 +390,10 @@ class CoinbaseClient:
                 raise _Retry("invalid JSON", final=invalid) from None
         if status == 429:
             limited = RateLimited(
-                f"Coinbase rate limit exceeded on {call.path} (still 429 after {self.retry.max_retries + 1} attempts)"
+                f"Coinbase rate limit exceeded on {call.path} (still 429 after "
+                f"{self.retry.rate_limit_patience:g} s of slowing down)"
             )
-            raise _Retry("429 rate limited", _retry_after(response), limited)
+            raise _Retry("429 rate limited", _retry_after(response), limited, limited=True)
         if status >= 500:
             final = ServiceUnavailable(
                 f"Coinbase answered {status} {response.reason or ''} on {call.path} "

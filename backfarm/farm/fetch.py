@@ -30,7 +30,7 @@ from backfarm.candles.load import FetchReport, ensure_cached
 from backfarm.candles.sources import get_source
 from backfarm.candles.sources.base import CandleSource
 from backfarm.candles.sources.coinbase import CoinbaseSource
-from backfarm.coinbase.ratelimit import DEFAULT_RATES
+from backfarm.coinbase.ratelimit import DEFAULT_RATES, MAX_SLOWDOWN, RECOVERY_S
 from backfarm.core.jobs import DataKey
 from backfarm.errors import RateLimited
 from backfarm.farm.keys import FarmKeys
@@ -43,16 +43,41 @@ REMOTE_SOURCES = frozenset({"coinbase"})
 LOCK_WAIT_S = 120.0
 """Longest wait for another worker's fetch of the same partition before giving up (and retrying later)."""
 
-# KEYS[1]: the scope's next free slot (µs on Redis' clock); ARGV[1]: interval between calls in µs.
+# KEYS[1]: the scope's next free slot (µs on Redis' clock), KEYS[2]: its slowdown (hash, see _SLOW_DOWN); ARGV[1]:
+# interval between calls in µs at full speed, ARGV[2]: the time in which a slowdown halves (µs).
 # Returns how long the caller must wait for the slot it just booked (µs).
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = math.max(now, nxt)
-local interval = tonumber(ARGV[1])
+local f = tonumber(redis.call('HGET', KEYS[2], 'factor') or '1')
+local at = tonumber(redis.call('HGET', KEYS[2], 'at') or '0')
+f = math.max(1, f * 0.5 ^ (math.max(now - at, 0) / tonumber(ARGV[2])))
+local interval = math.floor(tonumber(ARGV[1]) * f)
 redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
 return slot - now
+"""
+
+
+# KEYS[1]: the scope's next free slot, KEYS[2]: its slowdown (hash: factor, at µs); ARGV[1]: seconds to hold every
+# call back (µs), ARGV[2]: the most a slowdown reaches, ARGV[3]: the time in which a slowdown halves (µs). A 429
+# anywhere in the farm slows the whole farm down (see backfarm.coinbase.ratelimit).
+_SLOW_DOWN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local f = tonumber(redis.call('HGET', KEYS[2], 'factor') or '1')
+local at = tonumber(redis.call('HGET', KEYS[2], 'at') or '0')
+f = math.max(1, f * 0.5 ^ (math.max(now - at, 0) / tonumber(ARGV[3])))
+f = math.min(tonumber(ARGV[2]), 2 * f)
+redis.call('HSET', KEYS[2], 'factor', tostring(f), 'at', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(ARGV[3]) / 1000) * 10)
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+local hold = now + tonumber(ARGV[1])
+if hold > nxt then
+  redis.call('SET', KEYS[1], string.format('%d', hold), 'PX', math.ceil((hold - now) / 1000) + 1000)
+end
+return tostring(f)
 """
 
 
@@ -64,16 +89,27 @@ class RedisRateLimiter:
         self._conn = conn
         self._keys = keys
         self._script = conn.client.register_script(_GCRA)
+        self._slow_down = conn.client.register_script(_SLOW_DOWN)
 
     def __repr__(self) -> str:
         return f"RedisRateLimiter({self.rates!r})"
 
     def reserve(self, scope: str) -> float:
-        """Book the next cluster-wide slot in ``scope``; returns the seconds to wait for it."""
+        """Book the next cluster-wide slot in ``scope`` (spaced by the rate, slowed by the farm's 429s); returns the
+        seconds to wait for it."""
         interval_us = int(1_000_000 / self.rates[scope])
+        keys = [self._keys.rate(scope), self._keys.slowdown(scope)]
         with self._conn.guard():
-            wait_us = int(self._script(keys=[self._keys.rate(scope)], args=[interval_us]))
+            wait_us = int(self._script(keys=keys, args=[interval_us, int(RECOVERY_S * 1_000_000)]))
         return max(0.0, wait_us / 1_000_000)
+
+    def slow_down(self, scope: str, seconds: float) -> float:
+        """A 429 on some worker: hold every worker's calls in ``scope`` back for ``seconds`` and halve the farm's rate;
+        returns the slowdown now in force."""
+        keys = [self._keys.rate(scope), self._keys.slowdown(scope)]
+        args = [int(max(seconds, 0.0) * 1_000_000), MAX_SLOWDOWN, int(RECOVERY_S * 1_000_000)]
+        with self._conn.guard():
+            return float(self._slow_down(keys=keys, args=args))
 
     def acquire(self, scope: str) -> None:
         """Wait for, and take, one request slot in ``scope``."""

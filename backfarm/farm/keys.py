@@ -8,6 +8,7 @@ key                       type    holds
 ``progress:{sweep}``      pubsub  a worker announces each batch it committed (waiting clients wake at once)
 ``lock:{name}``           string  a cluster-wide lock (one fetch of a candle partition at a time)
 ``rate:{scope}``          string  the next free slot of a cluster-wide rate limit (Coinbase's, GCRA)
+``slowdown:{scope}``      hash    how much 429s slowed that limit down, and when (``factor``, ``at``)
 ========================  ======  ================================================================================
 
 kombu (Celery's Redis transport) keeps each queue as a list named after it (:data:`QUEUES`) and the messages handed
@@ -50,3 +51,7 @@ class FarmKeys(KeySpace):
     def rate(self, scope: str) -> str:
         """The next free slot of a cluster-wide rate limit (GCRA)."""
         return self.key("rate", scope)
+
+    def slowdown(self, scope: str) -> str:
+        """How much the farm's 429s slowed a rate limit down, and when it last grew."""
+        return self.key("slowdown", scope)

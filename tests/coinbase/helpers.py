@@ -50,11 +50,18 @@ class SleepRecorder:
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
 
+    def clock(self) -> float:
+        """A clock that moves only by the recorded sleeps (how long the client believes it has waited)."""
+        return sum(self.calls)
+
 
 def make_client(sim: Simulator, key: CdpKey | None = None, **kwargs: object) -> CoinbaseClient:
     """A client for ``sim`` that never waits: no rate limiter, recorded backoff sleeps, seeded jitter."""
     kwargs.setdefault("limiter", NoRateLimit())
     kwargs.setdefault("sleep", SleepRecorder())
+    sleeper = kwargs["sleep"]
+    if isinstance(sleeper, SleepRecorder):
+        kwargs.setdefault("clock", sleeper.clock)
     kwargs.setdefault("retry", RetryPolicy(max_retries=3, base_delay=0.2, max_delay=1.0))
     kwargs.setdefault("rng", random.Random(1))
     kwargs.setdefault("timeout", (2.0, 5.0))

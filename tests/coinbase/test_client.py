@@ -189,11 +189,21 @@ def test_429_without_retry_after_backs_off_exponentially_with_jitter_and_cap(sim
         assert ceiling / 2 <= delay <= ceiling
 
 
-def test_429_forever_raises_rate_limited(sim: Simulator) -> None:
-    sim.faults.fail_next(*[429] * 10)
-    with pytest.raises(RateLimited, match="rate limit exceeded.*4 attempts"):
-        make_client(sim).server_time()
-    assert len(sim.requests) == 4
+def test_a_429_storm_is_waited_out_then_raises_rate_limited(sim: Simulator) -> None:
+    """429s are not counted as retries: the client keeps trying (the limiter slowing down) for the policy's
+    patience, then gives up; a storm that ends within it ends in success."""
+    sim.faults.fail_next(*[429] * 1000)
+    sleep = SleepRecorder()
+    policy = RetryPolicy(max_retries=3, base_delay=0.2, max_delay=1.0, rate_limit_patience=10.0)
+    with pytest.raises(RateLimited, match="still 429 after 10 s of slowing down"):
+        make_client(sim, sleep=sleep, retry=policy).server_time()
+    assert len(sim.requests) > 4  # far more than max_retries: it kept trying
+    assert sum(sleep.calls) >= 10.0  # the client believes it waited the whole patience
+    sim.faults.statuses.clear()  # the storm passes
+    sim.faults.fail_next(*[429] * 12)
+    sim.clear_log()
+    make_client(sim, retry=RetryPolicy(max_retries=3, base_delay=0.2, max_delay=1.0)).server_time()
+    assert [r.status for r in sim.requests] == [429] * 12 + [200]
 
 
 def test_5xx_then_success(sim: Simulator) -> None:

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from backfarm.candles.sources.coinbase import CoinbaseSource
-from backfarm.coinbase.client import CoinbaseClient
-from backfarm.coinbase.ratelimit import LocalRateLimiter, NoRateLimit
+from backfarm.coinbase.client import CoinbaseClient, RetryPolicy
+from backfarm.coinbase.ratelimit import MAX_SLOWDOWN, RECOVERY_S, LocalRateLimiter, NoRateLimit
 from backfarm.errors import RateLimited
 from backfarm.simulator import SimConfig, Simulator, state
 from tests.coinbase.helpers import make_client
@@ -52,6 +52,40 @@ def test_scopes_are_independent_and_private_is_30_per_second() -> None:
     assert [round(limiter.reserve("private"), 6) for _ in range(4)] == [0.0, round(1 / 30, 6), round(2 / 30, 6), 0.1]
     assert limiter.reserve("public") == 0.0
     assert round(limiter.reserve("public"), 6) == 0.1
+
+
+def test_a_429_holds_the_scope_back_and_halves_its_rate_until_it_recovers() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(clock=clock, sleep=clock.sleep)
+    assert limiter.reserve("public") == 0.0
+    limiter.slow_down("public", 1.5)  # Retry-After: 1.5 s
+    assert limiter.slowdown("public") == 2.0
+    assert limiter.reserve("public") == pytest.approx(1.5)  # nothing starts before the server said
+    assert limiter.reserve("public") == pytest.approx(1.5 + 0.2)  # then at 5/s, not 10/s
+    assert limiter.reserve("private") == 0.0  # the other scope is not touched
+    for _ in range(10):
+        limiter.slow_down("public", 0.0)
+    assert limiter.slowdown("public") == MAX_SLOWDOWN  # never slower than this
+    clock.sleep(100.0)
+    assert limiter.slowdown("public") == pytest.approx(MAX_SLOWDOWN * 0.5 ** (100.0 / RECOVERY_S))
+    clock.sleep(1000.0)
+    assert limiter.slowdown("public") == 1.0  # recovered
+    start = limiter.reserve("public")
+    assert limiter.reserve("public") - start == pytest.approx(0.1)
+
+
+def test_a_429_storm_slows_the_client_to_what_the_server_allows() -> None:
+    """The server allows 2 requests a second, the client's limiter starts at 10: the 429s slow it down until its
+    requests get through, and every one of them does (none given up)."""
+    with Simulator(SimConfig(public_rate=2.0)) as sim:
+        limiter = LocalRateLimiter()
+        client = CoinbaseClient(sim.api_url, limiter=limiter, timeout=(2.0, 5.0))
+        for _ in range(16):
+            client.server_time()
+        statuses = [r.status for r in sim.requests]
+        assert statuses.count(200) == 16
+        assert statuses.count(429) <= 12, statuses  # it adapts instead of hammering
+        assert limiter.slowdown("public") > 1.0
 
 
 def test_idle_time_is_not_banked_as_burst() -> None:
@@ -108,9 +142,9 @@ def test_without_client_limiter_the_simulator_answers_429(monkeypatch: pytest.Mo
     with Simulator(SimConfig(public_rate=10.0)) as sim:
         with requests.Session() as session:
             answers = [session.get(f"{sim.api_url}/api/v3/brokerage/time", timeout=5) for _ in range(15)]
-        client = make_client(sim, limiter=NoRateLimit())
-        with pytest.raises(RateLimited, match="still 429 after 4 attempts"):
-            client.server_time()  # the recorded "sleeps" do not wait, so every retry is refused too
+        client = make_client(sim, limiter=NoRateLimit(), retry=RetryPolicy(rate_limit_patience=5.0))
+        with pytest.raises(RateLimited, match="still 429 after 5 s of slowing down"):
+            client.server_time()  # the server's clock is stopped: every retry is refused too
     statuses = [a.status_code for a in answers]
     assert statuses == [200] * 10 + [429] * 5  # a one-second burst is allowed
     refused = answers[statuses.index(429)]

@@ -388,6 +388,23 @@ def test_the_rate_limit_is_one_budget_for_every_worker(store: RedisStore) -> Non
     assert waits[0] == 0.0 and 0.0 < waits[1] <= 0.1 < waits[2] <= 0.2
 
 
+def test_a_429_on_one_worker_slows_every_worker_down(store: RedisStore) -> None:
+    keys = FarmKeys(store.keys.prefix)
+    a = RedisRateLimiter(store.conn, keys, {"public": 10.0})
+    b = RedisRateLimiter(store.conn, keys, {"public": 10.0})  # another worker
+    assert a.slow_down("public", 5.0) == 2.0  # worker a saw a 429 (Retry-After 5 s)
+    assert 0.0 < b.reserve("public") <= 5.0  # b waits it out too (less the time since, on a loaded machine)
+    slots = [int(store.conn.client.get(keys.rate("public")))]
+    a.reserve("public")
+    slots.append(int(store.conn.client.get(keys.rate("public"))))
+    # 5/s now, for both: 200 ms apart, a little less as the slowdown decays (it halves every 20 s)
+    assert 150_000 <= slots[1] - slots[0] <= 200_000
+    assert a.slow_down("public", 0.0) == pytest.approx(4.0, rel=0.01)
+    for _ in range(10):
+        b.slow_down("public", 0.0)
+    assert float(store.conn.client.hget(keys.slowdown("public"), "factor")) == 32.0  # capped
+
+
 def test_a_partition_is_fetched_by_one_worker_at_a_time(store: RedisStore) -> None:
     keys = FarmKeys(store.keys.prefix)
     seen: list[str] = []
