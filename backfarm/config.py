@@ -72,6 +72,9 @@ class Settings:
     """Farm: a worker process is replaced after this many batches (``BACKFARM_WORKER_MAX_TASKS_PER_CHILD``)."""
     worker_memo_mb: float = 192.0
     """Farm: candle memory kept per worker process, MiB (``BACKFARM_WORKER_MEMO_MB``)."""
+    redis_outage_s: float = 120.0
+    """Farm: how long a waiting client (``backtest``, ``status --watch``) rides out an unreachable Redis before it
+    gives up (``BACKFARM_REDIS_OUTAGE``); the sweep itself carries on either way."""
 
     def __repr__(self) -> str:
         shown = []
@@ -121,6 +124,7 @@ class Settings:
             ("VISIBILITY_TIMEOUT", "visibility_timeout_s", 1.0),
             ("RESTORE_INTERVAL", "restore_interval_s", 0.1),
             ("WORKER_MEMO_MB", "worker_memo_mb", 1.0),
+            ("REDIS_OUTAGE", "redis_outage_s", 0.0),
         ):
             if (v := get(name)) is not None:
                 kwargs[attr] = _float(f"BACKFARM_{name}", v, low, None)

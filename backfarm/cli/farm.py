@@ -414,6 +414,8 @@ class FarmProgressBar:
         info = f"{dead}{p.rate:,.0f}/s · {eta} · {workers}"
         if p.reconciled:
             info += f" · re-enqueued {p.reconciled:,}"
+        if p.unreachable_s is not None:
+            info = f"Redis unreachable, waiting ({p.unreachable_s:.0f} s)"
         self.progress.update(self.task, total=p.total, completed=p.done + p.dead, info=info)
 
 

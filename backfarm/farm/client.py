@@ -9,6 +9,7 @@ done jobs and commit idempotently. :class:`FarmExecutor` is the executor of :fun
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from backfarm.config import Settings
 from backfarm.core.candles import granularity_seconds
 from backfarm.core.jobs import Batch, DataKey, Job, make_batches
 from backfarm.core.results import SweepInfo
-from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError
+from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError
 from backfarm.execution.executor import RunStats, SweepWork
 from backfarm.farm.app import close_app, create_app
 from backfarm.farm.fetch import REMOTE_SOURCES
@@ -223,20 +224,35 @@ class FarmClient:
         first = self.progress(sweep_id)
         baseline = first.done + first.dead
         reconciled = 0
+        down_since: float | None = None
         with Pinger(lambda: live_workers(self.app)) as pinger, Wakeups(self.ledger, first.sweep_id) as wakeups:
             while True:
                 now = time.monotonic()
                 # A worker that answered before and no longer does took its unacked batch with it: no need to wait
                 # out the visibility timeout before re-enqueueing (a duplicate run is harmless, commits are atomic).
                 lost = bool(pinger.missing)
-                current = self.progress(sweep_id)
+                try:
+                    current = self.progress(sweep_id)
+                    current.queued = self.ledger.queue_lengths()[BACKTEST_QUEUE]
+                except TemporaryError:
+                    # Redis restarting or out of reach: the workers ride it out, so does the wait (up to a limit).
+                    down_since = now if down_since is None else down_since
+                    if now - down_since >= self.settings.redis_outage_s:
+                        raise
+                    if on_update is not None:
+                        on_update(dataclasses.replace(first, elapsed_s=now - started, unreachable_s=now - down_since))
+                    time.sleep(min(1.0, poll_s * 5))
+                    continue
+                if down_since is not None:
+                    log.warning("Redis answers again after %.0f s", now - down_since)
+                    down_since = None
                 finished = current.done + current.dead
                 if window.samples and finished != window.samples[-1][1]:
                     last_move = now
                 current.rate = window.add(now, finished)
                 current.workers, current.elapsed_s = known_workers(pinger.workers, wakeups.workers), now - started
-                current.queued = self.ledger.queue_lengths()[BACKTEST_QUEUE]
                 current.finished_here, current.reconciled = finished - baseline, reconciled
+                first = current  # what an outage shows meanwhile
                 if on_update is not None:
                     on_update(current)
                 if current.complete or current.cancelled or (timeout_s is not None and now - started >= timeout_s):

@@ -46,6 +46,8 @@ class Progress:
     """Jobs re-enqueued by this wait because the sweep had stalled."""
     finished_here: int = 0
     """Jobs done or dead since this wait started."""
+    unreachable_s: float | None = None
+    """Seconds Redis has not answered, while the wait rides out an outage (``None``: it answers)."""
 
     @property
     def pending(self) -> int:

@@ -10,6 +10,7 @@ import functools
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,44 @@ def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos
             # `backfarm backtest` does, here after 20 s without progress instead of the default ~20 min.
             final = client.wait(sweep_id, stall_s=20, timeout_s=120)
             assert final.complete
+            assert_exactly_once(store, sweep_id)
+    finally:
+        farm.close()
+        server.close()
+
+
+def test_a_waiting_client_rides_out_a_redis_outage(farm: Farm, tmp_path: Path, chaos: None) -> None:
+    """Redis goes away for a few seconds *while* the client waits and workers commit: the wait shows "unreachable"
+    and carries on (it gives up only after BACKFARM_REDIS_OUTAGE), and the sweep completes exactly once."""
+    server = RedisServer(appendonly=True, password="outage-pw", directory=tmp_path / "redis").start()
+    try:
+        farm.env["BACKFARM_REDIS_URL"] = server.url
+        settings = farm.settings
+        workers = farm.start("w1"), farm.start("w2")
+        farm.ready(*workers)
+        updates: list[Any] = []
+        outcome: list[Any] = []
+        with RedisStore(server.url) as store, FarmClient(settings, store) as client:
+            sweep_id = submit(settings, store, slow_sweep())
+
+            def wait() -> None:
+                try:
+                    outcome.append(client.wait(sweep_id, on_update=updates.append, stall_s=20, timeout_s=180))
+                except BaseException as exc:  # noqa: BLE001 - the test reports it
+                    outcome.append(exc)
+
+            waiter = threading.Thread(target=wait, daemon=True)
+            waiter.start()
+            wait_for(lambda: bool(updates) and updates[-1].done >= 20, 30, "the sweep to be under way")
+            server.stop()
+            wait_for(lambda: any(u.unreachable_s is not None for u in updates), 30, "the wait to see the outage")
+            wait_for(lambda: max(u.unreachable_s or 0.0 for u in updates) >= 2.0, 30, "an outage of 2 s")
+            server.start()
+            waiter.join(timeout=240)
+            assert not waiter.is_alive()
+            (final,) = outcome
+            assert not isinstance(final, BaseException), final
+            assert final.complete and final.unreachable_s is None
             assert_exactly_once(store, sweep_id)
     finally:
         farm.close()
