@@ -11,6 +11,8 @@
     ├── TemporaryError             may succeed if retried later (rate limits, timeouts, 5xx, lost connections)
     │   ├── RateLimited
     │   ├── ServiceUnavailable
+    │   │   └── RedisUnreachable   Redis does not answer (restarting, network): clients and workers wait for it
+    │   ├── RedisRefusesWrites     Redis answers but will not write (maxmemory reached, a read-only replica)
     │   └── BadSourceData          a source sent bars that break the bar rules: nothing cached, fetched again later
     └── CorruptCacheError          a cache file failed to read or verify; the cache moves it aside and rebuilds it
 
@@ -61,6 +63,16 @@ class RateLimited(TemporaryError):
 
 class ServiceUnavailable(TemporaryError):
     """A remote service could not be reached or answered with a server error."""
+
+
+class RedisUnreachable(ServiceUnavailable):
+    """Redis does not answer (restarting, out of the network): waiting for it is the remedy."""
+
+
+class RedisRefusesWrites(TemporaryError):
+    """Redis answers but refuses to write (``OOM`` with ``maxmemory`` reached under ``noeviction``, ``READONLY`` on a
+    replica after a failover, ``MISCONF`` when it cannot save): nothing was written; it works again once the cause is
+    fixed, and the work is retried then."""
 
 
 class BadSourceData(TemporaryError):

@@ -19,7 +19,34 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from backfarm.config import redact_url
-from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
+from backfarm.errors import AuthError, ConfigError, RedisRefusesWrites, RedisUnreachable
+
+REFUSED_WRITES = ("OOM", "READONLY", "MISCONF")
+"""How Redis starts the error of a write it refuses: memory full under ``noeviction``, a read-only replica, a server
+that cannot persist."""
+
+
+def refusal(exc: Exception) -> str | None:
+    """The Redis error code of a refused write (redis-py turns OOM and READONLY into classes and drops the code from
+    the text), or ``None``."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "OOM"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "READONLY"
+    text = str(exc)
+    return next((code for code in REFUSED_WRITES if text.startswith(code)), None)
+
+
+def refused_writes(where: str, detail: str) -> RedisRefusesWrites:
+    """The one-line error for a write Redis refused, naming the cause and its fix."""
+    if detail.startswith("OOM"):
+        fix = "its maxmemory is reached: raise it (REDIS_MAXMEMORY) or free memory"
+    elif detail.startswith("READONLY"):
+        fix = "it is a read-only replica: point BACKFARM_REDIS_URL at the primary"
+    else:
+        fix = "it cannot save to disk: check its disk and logs"
+    return RedisRefusesWrites(f"Redis at {where} refuses writes ({detail.split(chr(10))[0][:160]}): {fix}")
+
 
 T = TypeVar("T")
 
@@ -118,11 +145,14 @@ class RedisConnection:
         except redis.ResponseError as exc:
             if str(exc).startswith(("NOAUTH", "WRONGPASS")):
                 raise self._auth_error(exc) from None
+            refused = refusal(exc)
+            if refused is not None:
+                raise refused_writes(self.safe_url, refused + " " + self.scrub(exc)) from None
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if _rejected_certificate(exc):  # reached, and refused to be trusted: waiting will not fix that
                 raise ConfigError(f"Redis at {self.safe_url} failed TLS verification: {self.scrub(exc)}") from None
-            raise ServiceUnavailable(f"cannot reach Redis at {self.safe_url}: {self.scrub(exc)}") from None
+            raise RedisUnreachable(f"cannot reach Redis at {self.safe_url}: {self.scrub(exc)}") from None
 
     def _auth_error(self, exc: BaseException) -> AuthError:
         if not self.password:

@@ -18,13 +18,14 @@ from typing import Any
 
 from celery import Celery
 
+from backfarm._util.connection import refusal, refused_writes
 from backfarm._util.time import parse_iso
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
 from backfarm.core.candles import granularity_seconds
 from backfarm.core.jobs import Batch, DataKey, Job, make_batches
 from backfarm.core.results import SweepInfo
-from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError
+from backfarm.errors import ConfigError, RedisRefusesWrites, ServiceUnavailable, TemporaryError, ValidationError
 from backfarm.execution.executor import RunStats, SweepWork
 from backfarm.farm.app import close_app, create_app
 from backfarm.farm.fetch import REMOTE_SOURCES
@@ -143,6 +144,12 @@ class FarmClient:
         except Exception as exc:  # kombu/redis raise many types; the sweep is re-runnable, say so
             if isinstance(exc, (ConfigError, ValidationError)):
                 raise
+            code = refusal(exc) if isinstance(exc, Exception) else None
+            if code is not None:
+                refused = refused_writes(self.store.conn.safe_url, f"{code} {exc}")
+                raise RedisRefusesWrites(
+                    f"could not enqueue sweep {sweep_id}: {refused}; then run `backfarm sweep reconcile {sweep_id}`"
+                ) from None
             raise ServiceUnavailable(
                 f"could not enqueue sweep {sweep_id} ({type(exc).__name__}: {exc}); "
                 f"run `backfarm sweep reconcile {sweep_id}` once Redis is back"

@@ -23,15 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Reject, Retry
+from kombu.exceptions import OperationalError
 
 from backfarm.core.jobs import Batch, Job
-from backfarm.errors import ConfigError, DataError, TemporaryError
+from backfarm.errors import ConfigError, DataError, RedisRefusesWrites, RedisUnreachable, TemporaryError
 from backfarm.execution.runner import BatchOutcome, run_batch
 from backfarm.farm import lifecycle
 from backfarm.farm.fetch import ensure_window
@@ -87,16 +90,50 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
         return {"malformed": True}
     try:
         ctx = lifecycle.context(self.app.backfarm_settings)
-        report = process_batch(ctx, sweep_id, decoded)
+        report = ride_out(lambda: process_batch(ctx, sweep_id, decoded), ctx.settings.redis_outage_s)
         _announce(ctx, sweep_id, report, self.request.hostname)
     except TemporaryError as exc:
         countdown = min(30.0, 2.0 ** min(self.request.retries, 5))
         log.warning("batch %s of sweep %s: %s; retrying in %.0f s", decoded.batch_id, sweep_id, exc, countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=TEMPORARY_RETRIES) from None
+        try:
+            raise self.retry(exc=exc, countdown=countdown, max_retries=TEMPORARY_RETRIES) from None
+        except Retry:
+            raise
+        except (OperationalError, redis.RedisError, OSError) as failed:  # the retry could not be published
+            # Acknowledging now would drop the batch: hand the message back instead (or, with Redis away, leave it
+            # unacknowledged, to be restored after the visibility timeout).
+            raise Reject(f"could not publish the retry ({failed}); returning the message", requeue=True) from None
     if report.retry:
         rest = Batch(tuple(report.retry), curves=decoded.curves).to_dict()
         raise self.retry(args=(sweep_id, rest), countdown=FAILURE_RETRY_S, max_retries=None)
     return report.summary()
+
+
+T = TypeVar("T")
+RIDE_OUT_MAX_WAIT_S = 15.0
+
+
+def ride_out(
+    work: Callable[[], T],
+    limit_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``work()``, done again while Redis is unreachable or refuses writes, for up to ``limit_s`` seconds.
+
+    A batch is idempotent (done jobs are skipped, a commit is all or nothing), so trying it again in place once Redis
+    is back is safe, and better than handing it to a Celery retry that cannot be published while Redis is away.
+    Waits 1, 2, 4 … 15 s in between, with one warning each (not one line per failed command)."""
+    started, delay = clock(), 1.0
+    while True:
+        try:
+            return work()
+        except (RedisUnreachable, RedisRefusesWrites) as exc:
+            if clock() - started + delay > limit_s:
+                raise
+            log.warning("%s; trying the batch again in %.0f s", exc, delay)
+            sleep(delay)
+            delay = min(2.0 * delay, RIDE_OUT_MAX_WAIT_S)
 
 
 def _announce(ctx: WorkerContext, sweep_id: str, report: BatchReport, worker: str | None) -> None:
