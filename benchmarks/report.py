@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from benchmarks.common import Stats
 
@@ -95,7 +96,7 @@ def _print_references(refs: dict[str, Any] | None, console: Console) -> None:
     for key, label in (("vectorbt", "vectorbt"), ("backtesting_py", "backtesting.py")):
         row = refs[key]
         if not row.get("available"):
-            out(f"  {label + ':':<46} {row['reason']}")
+            out(f"  {label + ':':<46} {escape(row['reason'])}")  # e.g. "pip install 'backfarm[bench]'": not markup
             continue
         match = "trade counts match" if row["trades_match"] else f"{row['trade_mismatches']} trade counts differ"
         out(f"  {label + ' ' + row['version'] + ':':<46} {fmt_stats(row['backtests_per_s'], '/s', 1)} · {match}")

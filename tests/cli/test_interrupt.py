@@ -19,16 +19,24 @@ def _stored(path: Path) -> int:
         return 0
 
 
-def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
+# Long windows (a year of 1-minute bars): the sweep runs for seconds after its first commit, so a signal lands in the
+# middle of it (commits come every second or every 2,000 results).
+CMD = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "365",
+       "--workers", "2", "--top", "0"]  # fmt: skip
+
+
+def _sweep_under_way(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The 1,285-job sweep of :data:`CMD` in its own process, once it has stored 50 results; and its environment."""
     env = {**os.environ, "BACKFARM_DATA_DIR": str(tmp_path), "BACKFARM_REDIS_URL": ""}
-    # Long windows (a year of 1-minute bars): the sweep runs for seconds after its first commit, so the interrupt
-    # lands in the middle of it (commits come every second or every 2,000 results).
-    cmd = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "365",
-           "--workers", "2", "--top", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(CMD, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _stored(tmp_path / "results" / "index.sqlite") < 50 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    return proc, env
+
+
+def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
+    proc, env = _sweep_under_way(tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -36,7 +44,7 @@ def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
     assert 0 < kept < 1285
     assert f"interrupted: {kept:,} of 1,285 jobs are stored" in err
     assert "Traceback" not in err
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(CMD, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"1,285 jobs ({1285 - kept:,} computed, {kept:,} reused)" in rerun.stdout
 
@@ -66,13 +74,7 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_leaves_no_process(tmp_path: Path) -> None:
     """`kill` (SIGTERM) mid-sweep: what is done stays stored, the command says so and exits 143, and the pool
     processes are stopped with it, not left running."""
-    env = {**os.environ, "BACKFARM_DATA_DIR": str(tmp_path), "BACKFARM_REDIS_URL": ""}
-    cmd = [sys.executable, "-m", "backfarm", "backtest", "--source", "synthetic", "--grid", "--days", "365",
-           "--workers", "2", "--top", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _stored(tmp_path / "results" / "index.sqlite") < 50 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    proc, _ = _sweep_under_way(tmp_path)
     mine = (Path("/proc") / str(proc.pid) / "cmdline").read_bytes()
     pool = [pid for pid in _children(proc.pid) if (Path("/proc") / str(pid) / "cmdline").read_bytes() == mine]
     assert pool, "the sweep runs a pool process (a fork: the same command line) beside the parent"
