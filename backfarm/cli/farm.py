@@ -23,9 +23,10 @@ from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from backfarm.cli import state
-from backfarm.errors import ConfigError, ServiceUnavailable, ValidationError, did_you_mean
+from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
 
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
@@ -205,9 +206,20 @@ def _status(
         if not watch:
             _print_status({**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}, fmt)
             return
+        down_since: float | None = None
         with Live(console=state.console, auto_refresh=False) as live:
             while True:
-                report = {**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}
+                try:
+                    report = {**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}
+                except TemporaryError:  # Redis restarting or out of reach: keep watching, up to the outage limit
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since >= settings.redis_outage_s:
+                        raise
+                    live.update(Text(f"Redis unreachable, waiting ({now - down_since:.0f} s)"), refresh=True)
+                    time.sleep(min(interval, 1.0))
+                    continue
+                down_since = None
                 live.update(_status_view(report), refresh=True)
                 if report["complete"] or report["cancelled"]:
                     break

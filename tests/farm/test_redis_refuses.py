@@ -3,6 +3,10 @@ one line naming the cause, workers that try the batch again instead of dropping 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from backfarm.cli import app
+from backfarm.core.results import SweepRecord
 from backfarm.errors import RedisRefusesWrites, RedisUnreachable
 from backfarm.farm.tasks.backtest import ride_out
 from backfarm.results.redis_store import RedisStore
 from tests.redis_server import RedisServer
 from tests.results.contract import make_record
+from tests.workers import wait_for
 
 
 @pytest.fixture
@@ -94,3 +100,40 @@ def test_a_batch_is_tried_again_while_redis_is_away_then_lands() -> None:
     with pytest.raises(RedisUnreachable):
         ride_out(never, 30.0, sleep=sleep, clock=lambda: clock[0])
     assert calls == [0.0, 1.0, 3.0, 7.0, 15.0, 30.0]  # then another 15 s wait would pass the 30 s limit: give up
+
+
+def test_status_watch_rides_out_a_redis_outage(tmp_path: Path) -> None:
+    """`status --watch` keeps watching through a Redis restart (it used to exit 3 at once) and ends when the sweep
+    completes."""
+    server = RedisServer(appendonly=True, password="watch-pw", directory=tmp_path / "redis").start()
+    try:
+        ids = ("j1", "j2")
+        with RedisStore(server.url) as store:
+            store.create_sweep(SweepRecord("watched-sweep", 1.0, {}, ids, "synthetic"))
+            store.put([make_record("j1")])
+        env = {**os.environ, "BACKFARM_REDIS_URL": server.url, "BACKFARM_DATA_DIR": str(tmp_path / "data")}
+        cmd = [sys.executable, "-m", "backfarm", "status", "watched-sweep", "--watch", "--interval", "0.2"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        admin = server.client()
+
+        def reads() -> int:  # commands that are not this test's own INFO (the watch reading the sweep)
+            stats = admin.info("commandstats")
+            return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_auth"))
+
+        base = reads()
+        # Watching: the command has refreshed a few times (each refresh reads the sweep: a handful of commands).
+        wait_for(lambda: proc.poll() is None and reads() - base > 60, 30, "status --watch to refresh a few times")
+        admin.close()
+        server.stop()
+        outage_ends = time.monotonic() + 4.0
+        while time.monotonic() < outage_ends:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        server.start()
+        with RedisStore(server.url) as store:
+            store.put([make_record("j2")])
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        server.close()
