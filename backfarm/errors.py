@@ -7,7 +7,8 @@
     │   ├── ConfigError            settings, flags, spec files, unreachable or misconfigured services
     │   ├── ValidationError        unknown strategy/symbol/parameter/granularity/window, broken parameter rule
     │   ├── DataError              candles missing, too many gaps, a bad import file
-    │   └── AuthError              credentials rejected or missing permission
+    │   ├── AuthError              credentials rejected or missing permission
+    │   └── NoSpace                the disk is full (or read-only): nothing partly written is kept
     ├── TemporaryError             may succeed if retried later (rate limits, timeouts, 5xx, lost connections)
     │   ├── RateLimited
     │   ├── ServiceUnavailable
@@ -49,6 +50,11 @@ class DataError(UserError):
 
 class AuthError(UserError):
     """Credentials were rejected, are malformed, or lack a permission."""
+
+
+class NoSpace(UserError):
+    """A write met a full (or read-only) file system; what was being written is not kept, so the same command
+    completes once there is space."""
 
 
 class TemporaryError(BackfarmError):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from backfarm._util.disk import writing
 from backfarm.errors import TemporaryError
 
 
@@ -24,4 +25,5 @@ def write_transaction(db: sqlite3.Connection, lock: Any, what: str) -> Iterator[
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        with writing(what):
+            db.execute("COMMIT")

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backfarm._util.disk import writing
 from backfarm._util.time import NS_PER_SECOND, from_ns, to_ns, utc_now
 from backfarm.core.candles import COLUMNS, GRANULARITIES
 from backfarm.errors import CorruptCacheError, ValidationError
@@ -257,11 +258,12 @@ class CandleCache:
                     stale.unlink()
             fd, tmp = tempfile.mkstemp(prefix=f".{month}.", suffix=".tmp", dir=path.parent)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    pq.write_table(table, fh, **_WRITE_OPTIONS)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
+                with writing(path.parent):
+                    with os.fdopen(fd, "wb") as fh:
+                        pq.write_table(table, fh, **_WRITE_OPTIONS)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, path)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp)

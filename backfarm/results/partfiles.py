@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backfarm._util.disk import writing
 from backfarm.core.results import METRICS
 from backfarm.results.parts import Parts
 from backfarm.results.rows import PICTURES, metric_column
@@ -52,6 +53,11 @@ def write_part(path: Path, rows: pa.Table, zstd: int | None) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     codec = {"compression": "zstd", "compression_level": zstd} if zstd is not None else {"compression": "none"}
     stats = [name for name in rows.column_names if name in _METRICS]
-    pq.write_table(rows, tmp, row_group_size=ROW_GROUP, write_statistics=stats or False, **codec)
-    os.replace(tmp, path)
+    try:
+        with writing(path.parent):
+            pq.write_table(rows, tmp, row_group_size=ROW_GROUP, write_statistics=stats or False, **codec)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the half-written file (the space it took)
+        raise
     return path.stat().st_size
