@@ -7,6 +7,7 @@ The project root is put on ``sys.path`` so that tests import shared helpers as `
 from __future__ import annotations
 
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.redis_server import RedisServer  # noqa: E402 - needs ROOT on sys.path
+
+# Tests interrupt the commands they start (SIGINT, as Ctrl-C does). A shell that starts the suite in the background
+# (`cmd &` without job control) makes SIGINT ignored, and an ignored signal stays ignored in every process started
+# from here, so those commands would never see their Ctrl-C. Take the default back for this process and its children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
