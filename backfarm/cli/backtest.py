@@ -254,6 +254,7 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=state.err_console,
         transient=True,
+        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
     )
 
 

@@ -121,6 +121,7 @@ def fetch(
         TimeElapsedColumn(),
         console=state.err_console,
         transient=True,
+        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
     )
     totals = []
     with progress:

@@ -405,6 +405,7 @@ class FarmProgressBar:
             TimeElapsedColumn(),
             console=state.err_console,
             transient=True,
+            disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
         )
         self.task: Any = None
 

@@ -142,4 +142,5 @@ def _progress(doing: str) -> Progress:
         TimeRemainingColumn(),
         console=state.err_console,
         transient=True,
+        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
     )
