@@ -151,7 +151,7 @@ def sweeps() -> None:
 
 
 def results(
-    sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefix.")],
+    sweep: Annotated[str, typer.Argument(help="Sweep id, a unique prefix, or 'latest'.")],
     out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")],
 ) -> None:
     """Write one row per job of a sweep — every metric, parameters as columns — to Parquet or CSV, streaming (a page
@@ -162,7 +162,7 @@ def results(
     from backfarm.results.export import export_sweep
 
     with _store() as store:
-        sweep_id = _resolve_sweep(store, sweep)
+        sweep_id = _resolve_sweep(store, None if sweep == "latest" else sweep)
         if sweep_id is None:
             raise ValidationError("no sweeps yet: run `backfarm backtest`")
         info = store.sweep(sweep_id)

@@ -74,6 +74,8 @@ def test_results_out_where_nothing_can_be_written(env: dict[str, str], tmp_path:
         sweep_id = store.sweeps()[0].sweep_id
     afile = tmp_path / "afile"
     afile.write_text("x")
+    latest = runner.invoke(app, ["results", "latest", "--out", str(tmp_path / "latest.csv")], env=env)
+    assert latest.exit_code == 0 and f"of sweep {sweep_id}" in latest.stderr  # as `report latest` takes it
     for out, message in (
         (tmp_path / "missing" / "r.parquet", "is not a directory"),
         (afile / "r.csv", "is not a directory"),
