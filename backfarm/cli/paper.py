@@ -26,7 +26,7 @@ from rich.text import Text
 from backfarm.cli import options, state
 from backfarm.cli.output import fmt_metric, fmt_params, source_label
 from backfarm.core.formatting import count
-from backfarm.errors import ValidationError, did_you_mean
+from backfarm.errors import TemporaryError, ValidationError, did_you_mean
 
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
@@ -203,10 +203,22 @@ def _watch(
     """A live table until the session ends; then the final table on stdout."""
     from backfarm.paper.store.base import DONE
 
+    down_since: float | None = None
+    outage_s = state.settings().redis_outage_s
     with Live(console=state.err_console, auto_refresh=False, transient=True) as live:
         while True:
             try:
-                info = store.get(session_id)
+                try:
+                    info = store.get(session_id)
+                except TemporaryError:  # the farm's Redis restarting or out of reach: keep watching, up to a limit
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since >= outage_s:
+                        raise
+                    live.update(Text(f"Redis unreachable, waiting ({now - down_since:.0f} s)"), refresh=True)
+                    time.sleep(REFRESH_S)
+                    continue
+                down_since = None
                 live.update(session_view(info), refresh=True)
                 if info.status in DONE or (alive is not None and not alive()):
                     break

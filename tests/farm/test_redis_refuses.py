@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backfarm.cli import app
+from backfarm.cli import app, state
+from backfarm.cli import paper as paper_cli
 from backfarm.core.results import SweepRecord
 from backfarm.errors import RedisRefusesWrites, RedisUnreachable
 from backfarm.farm.tasks.backtest import ride_out
+from backfarm.paper.spec import build_spec
+from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.results.redis_store import RedisStore
 from tests.redis_server import RedisServer
 from tests.results.contract import make_record
@@ -136,4 +140,41 @@ def test_status_watch_rides_out_a_redis_outage(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         assert "Traceback" not in err
     finally:
+        server.close()
+
+
+def test_paper_watch_rides_out_a_redis_outage(tmp_path: Path) -> None:
+    """`paper start --wait` (its watch) keeps watching a farm session through a Redis restart and ends with it."""
+    server = RedisServer(appendonly=True, password="paper-pw", directory=tmp_path / "redis").start()
+    outcome: list[BaseException | None] = []
+    try:
+        spec = build_spec(["momentum"], ["BTC-USD"], "2h", feed="replay", source="synthetic", start="2026-10-01")
+        with RedisSessionStore(server.url) as store:
+            store.create(spec)
+        state.configure(redis=server.url)
+
+        watched = RedisSessionStore(server.url)  # connected before the outage, as the command's store is
+
+        def watch() -> None:
+            try:
+                paper_cli._watch(watched, spec.session_id, on_interrupt=lambda: False)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - the test reports it
+                outcome.append(exc)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        server.stop()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert not outcome, outcome
+            time.sleep(0.2)
+        server.start()
+        with RedisSessionStore(server.url) as store:
+            store.update(spec.session_id, status="finished")
+        watcher.join(timeout=60)
+        watched.close()
+        assert outcome == [None]
+    finally:
+        state.configure()
         server.close()
