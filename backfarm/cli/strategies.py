@@ -41,8 +41,9 @@ def check(
     days: Annotated[int, typer.Option(help="Days of 1-minute synthetic candles to test on.")] = 5,
     cuts: Annotated[int, typer.Option(help="Truncation points per parameter set.")] = 25,
 ) -> None:
-    """Lookahead test: each strategy's exposure on the full series must equal its exposure on the series cut
-    at random bars t, for every bar ≤ t. Exits 1 naming the strategy and the first bar that differs."""
+    """Lookahead test: each strategy's exposure on the full series must equal its exposure on the series cut after
+    bar t, for every bar ≤ t; t is every bar of the first max(1,000, 3 × warm-up) and random bars beyond. Exits 1
+    naming the strategy and the first bar that differs."""
     from backfarm.candles.load import load_candles
     from backfarm.errors import ValidationError
     from backfarm.strategies.check import check_strategy

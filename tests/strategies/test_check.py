@@ -12,7 +12,7 @@ from backfarm.core.jobs import Params
 from backfarm.errors import DataError, ValidationError
 from backfarm.strategies.base import Param, Strategy
 from backfarm.strategies.builtins import BUILTINS
-from backfarm.strategies.check import CheckReport, check_strategy, cut_points
+from backfarm.strategies.check import CheckReport, check_strategy, cut_points, exhaustive_bars
 from backfarm.strategies.indicators import Indicators
 from tests.strategies.candles import make_candles as candles_of
 
@@ -59,9 +59,10 @@ class Cheater(Toy):
 
 def test_cheater_is_caught_at_the_first_cut_that_sees_it() -> None:
     candles = flat_then_rising()
-    # With no random cuts the cuts are 0, 1, 2 (start and warm-up 2) and N-3, N-2 (end). On the flat part the cheater
-    # is 0 whatever it sees; from bar RISE_FROM - 1 on its last value flips from 1 (full) to 0 (truncated): bar N-3.
-    report = check_strategy(Cheater(), candles, params=[{"lookahead": 1}], cuts=0)
+    # Sampled cuts only (every=0): with no random cuts they are 0, 1, 2 (start and warm-up 2) and N-3, N-2 (end). On
+    # the flat part the cheater is 0 whatever it sees; from bar RISE_FROM - 1 on its last value flips from 1 (full)
+    # to 0 (truncated): bar N-3.
+    report = check_strategy(Cheater(), candles, params=[{"lookahead": 1}], cuts=0, every=0)
     assert report == CheckReport(
         name="cheater",
         ok=False,
@@ -77,14 +78,53 @@ def test_cheater_first_bad_bar_is_the_smallest_over_random_cuts() -> None:
     cuts = cut_points(N, 25, seed=3, warmup=2)
     expected = min(t for t in cuts if t >= RISE_FROM - 1)
     assert expected < N - 3 and any(t < RISE_FROM - 1 for t in cuts)  # both sides of the rise are sampled
-    report = check_strategy(Cheater(), candles, params=[{"lookahead": 1}], cuts=25, seed=3)
+    report = check_strategy(Cheater(), candles, params=[{"lookahead": 1}], cuts=25, seed=3, every=0)
     assert not report.ok and report.first_bad_bar == expected and report.checked == len(cuts)
 
 
 def test_wider_lookahead_is_reported_earlier_than_the_cut() -> None:
     # Peeking 2 bars ahead, a cut at t changes bars t - 1 and t: the report names t - 1.
-    report = check_strategy(Cheater(), flat_then_rising(), params=[{"lookahead": 2}], cuts=0)
+    report = check_strategy(Cheater(), flat_then_rising(), params=[{"lookahead": 2}], cuts=0, every=0)
     assert report.first_bad_bar == N - 4 and report.params == {"lookahead": 2}
+
+
+def test_every_bar_of_the_first_thousand_is_a_cut() -> None:
+    """The cheater is caught at the very bar where it first sees the rise (RISE_FROM - 1), whatever the seed."""
+    for seed in range(5):
+        report = check_strategy(Cheater(), flat_then_rising(), params=[{"lookahead": 1}], cuts=0, seed=seed)
+        assert not report.ok and report.first_bad_bar == RISE_FROM - 1
+
+
+class RarePeek(Toy):
+    """Peeks one bar ahead on 1% of bars (those with t % 100 == 37), and is causal everywhere else."""
+
+    name = "rare_peek"
+
+    def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
+        c = ind.close
+        out = (c > np.r_[c[0], c[:-1]]).astype(np.float64)  # up bar: causal
+        rare = np.arange(ind.n - 1)
+        rare = rare[rare % 100 == 37]
+        out[rare] = (c[rare + 1] > c[rare]).astype(np.float64)  # the future, on 1% of bars
+        return out
+
+
+def test_a_strategy_that_peeks_on_one_percent_of_bars_fails_every_time() -> None:
+    """Sampled cuts alone let it pass most of the time; cutting at every bar of the window never does."""
+    walk = random_walk()
+    caught = [check_strategy(RarePeek(), walk, params=[{"lookahead": 1}], seed=seed) for seed in range(10)]
+    assert all(not r.ok for r in caught)
+    first = {r.first_bad_bar for r in caught}
+    assert len(first) == 1 and first.pop() % 100 == 37  # deterministic: the first peeking bar that changes
+    sampled = [check_strategy(RarePeek(), walk, params=[{"lookahead": 1}], seed=s, every=0).ok for s in range(10)]
+    assert any(sampled)  # what the check missed before
+
+
+def test_exhaustive_bars() -> None:
+    assert exhaustive_bars(5000, 10) == 1000
+    assert exhaustive_bars(5000, 600) == 1800  # three warm-ups
+    assert exhaustive_bars(300, 10) == 299  # every bar of a short series but the last (the full series)
+    assert exhaustive_bars(5000, 10, at_least=0) == 30
 
 
 def test_a_global_statistic_is_lookahead_too() -> None:
@@ -166,7 +206,7 @@ def test_nondeterminism_is_not_called_lookahead() -> None:
 
 
 def test_default_params_are_defaults_plus_grid_points() -> None:
-    report = check_strategy(Toy(), flat_then_rising(), cuts=0)  # grid (1, 2): lookahead=1 is also the default
+    report = check_strategy(Toy(), flat_then_rising(), cuts=0, every=0)  # grid (1, 2): lookahead=1 is the default
     assert report.ok and report.checked == 2 * 5 + 1  # warm-up 3 adds cut 3 for lookahead=2
     assert report.message == f"ok: {report.checked} truncations of {N} bars agree, 2 parameter sets"
 
