@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -244,18 +242,10 @@ class _Bar:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
+    return state.progress_bar(
+        "{task.description}", TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(),
-        console=state.err_console,
-        transient=True,
-        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
-    )
+    )  # fmt: skip
 
 
 def _dry_run(spec: SweepSpec, settings: Settings) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backfarm.cli import options, state
@@ -113,15 +113,10 @@ def fetch(
     begin = parse_iso(start) if start else stop - timedelta(days=days or 30)
     if begin >= stop:
         raise ValidationError("--start must be before --end")
-    progress = Progress(
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
+    progress = state.progress_bar(
+        "{task.description}",
         TextColumn("months · {task.fields[requests]} requests · {task.fields[bars]} candles · {task.fields[rate]}"),
         TimeElapsedColumn(),
-        console=state.err_console,
-        transient=True,
-        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
     )
     totals = []
     with progress:

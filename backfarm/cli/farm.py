@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -397,16 +397,7 @@ class FarmProgressBar:
     """A transient progress bar on stderr fed with :class:`backfarm.farm.watch.Progress` updates."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("farm", style="bold", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=state.err_console,
-            transient=True,
-            disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
-        )
+        self.progress = state.progress_bar("farm", TextColumn("{task.fields[info]}"), TimeElapsedColumn())
         self.task: Any = None
 
     def __enter__(self) -> FarmProgressBar:

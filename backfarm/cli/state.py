@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 
 from backfarm.config import Settings
 from backfarm.errors import ConfigError
@@ -23,6 +24,20 @@ console = Console(highlight=False, soft_wrap=False, markup=False, width=None if 
 """Results go to stdout."""
 err_console = Console(stderr=True, highlight=False, markup=False)
 """Progress and warnings go to stderr, so ``--format json`` output stays clean."""
+
+
+def progress_bar(label: str, *columns: str | ProgressColumn) -> Progress:
+    """A transient progress bar on stderr: ``label`` in bold, the bar, done / total, then ``columns``. Shown on a
+    terminal only: a log or a pipe gets no bar (and not the newline a stopped bar leaves behind)."""
+    return Progress(
+        TextColumn(label, style="bold", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *columns,
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
 
 
 def configure(verbose: bool = False, data_dir: Path | None = None, redis: str | None = None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from backfarm.cli import state
 
@@ -133,14 +133,4 @@ def _migrate_redis(url: str) -> None:
 
 
 def _progress(doing: str) -> Progress:
-    return Progress(
-        TextColumn(doing, style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=state.err_console,
-        transient=True,
-        disable=not state.err_console.is_terminal,  # a log or a pipe gets no bar (and no stray newline)
-    )
+    return state.progress_bar(doing, TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
