@@ -25,6 +25,7 @@ from rich.progress import TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from backfarm._util.outage import Outage
 from backfarm.cli import state
 from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
@@ -206,20 +207,18 @@ def _status(
         if not watch:
             _print_status({**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}, fmt)
             return
-        down_since: float | None = None
+        outage = Outage(settings.redis_outage_s)
         with Live(console=state.console, auto_refresh=False) as live:
             while True:
                 try:
                     report = {**status_report(store, sweep_id, farm), "paper": paper_rows(sessions)}
                 except TemporaryError:  # Redis restarting or out of reach: keep watching, up to the outage limit
-                    now = time.monotonic()
-                    down_since = now if down_since is None else down_since
-                    if now - down_since >= settings.redis_outage_s:
+                    if (down := outage.failed()) is None:
                         raise
-                    live.update(Text(f"Redis unreachable, waiting ({now - down_since:.0f} s)"), refresh=True)
+                    live.update(Text(f"Redis unreachable, waiting ({down:.0f} s)"), refresh=True)
                     time.sleep(min(interval, 1.0))
                     continue
-                down_since = None
+                outage.answered()
                 live.update(_status_view(report), refresh=True)
                 if report["complete"] or report["cancelled"]:
                     break

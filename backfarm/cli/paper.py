@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from backfarm._util.outage import Outage
 from backfarm.cli import options, state
 from backfarm.cli.output import fmt_metric, fmt_params, source_label
 from backfarm.core.formatting import count
@@ -203,22 +204,19 @@ def _watch(
     """A live table until the session ends; then the final table on stdout."""
     from backfarm.paper.store.base import DONE
 
-    down_since: float | None = None
-    outage_s = state.settings().redis_outage_s
+    outage = Outage(state.settings().redis_outage_s)
     with Live(console=state.err_console, auto_refresh=False, transient=True) as live:
         while True:
             try:
                 try:
                     info = store.get(session_id)
                 except TemporaryError:  # the farm's Redis restarting or out of reach: keep watching, up to a limit
-                    now = time.monotonic()
-                    down_since = now if down_since is None else down_since
-                    if now - down_since >= outage_s:
+                    if (down := outage.failed()) is None:
                         raise
-                    live.update(Text(f"Redis unreachable, waiting ({now - down_since:.0f} s)"), refresh=True)
+                    live.update(Text(f"Redis unreachable, waiting ({down:.0f} s)"), refresh=True)
                     time.sleep(REFRESH_S)
                     continue
-                down_since = None
+                outage.answered()
                 live.update(session_view(info), refresh=True)
                 if info.status in DONE or (alive is not None and not alive()):
                     break

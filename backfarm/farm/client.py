@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 
 from backfarm._util.connection import refusal, refused_writes
+from backfarm._util.outage import Outage
 from backfarm._util.time import parse_iso
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
@@ -231,7 +232,8 @@ class FarmClient:
         first = self.progress(sweep_id)
         baseline = first.done + first.dead
         reconciled = 0
-        down_since: float | None = None
+        shown = first  # what an outage shows meanwhile: the last progress seen
+        outage = Outage(self.settings.redis_outage_s)
         with Pinger(lambda: live_workers(self.app)) as pinger, Wakeups(self.ledger, first.sweep_id) as wakeups:
             while True:
                 now = time.monotonic()
@@ -243,23 +245,22 @@ class FarmClient:
                     current.queued = self.ledger.queue_lengths()[BACKTEST_QUEUE]
                 except TemporaryError:
                     # Redis restarting or out of reach: the workers ride it out, so does the wait (up to a limit).
-                    down_since = now if down_since is None else down_since
-                    if now - down_since >= self.settings.redis_outage_s:
+                    down = outage.failed()
+                    if down is None:
                         raise
                     if on_update is not None:
-                        on_update(dataclasses.replace(first, elapsed_s=now - started, unreachable_s=now - down_since))
+                        on_update(dataclasses.replace(shown, elapsed_s=now - started, unreachable_s=down))
                     time.sleep(min(1.0, poll_s * 5))
                     continue
-                if down_since is not None:
-                    log.warning("Redis answers again after %.0f s", now - down_since)
-                    down_since = None
+                if (was_down := outage.answered()) is not None:
+                    log.warning("Redis answers again after %.0f s", was_down)
                 finished = current.done + current.dead
                 if window.samples and finished != window.samples[-1][1]:
                     last_move = now
                 current.rate = window.add(now, finished)
                 current.workers, current.elapsed_s = known_workers(pinger.workers, wakeups.workers), now - started
                 current.finished_here, current.reconciled = finished - baseline, reconciled
-                first = current  # what an outage shows meanwhile
+                shown = current
                 if on_update is not None:
                     on_update(current)
                 if current.complete or current.cancelled or (timeout_s is not None and now - started >= timeout_s):

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backfarm._util.disk import writing
 from backfarm.core.results import MOMENTS
 from backfarm.results import columns
 from backfarm.results.compaction import CLAIM_TTL_S
@@ -123,12 +124,16 @@ _PICTURES_SCHEMA = pa.schema([columns.SCHEMA.field(name) for name in PICTURES])
 
 def _pictures(parts: Parts, wanted: list[tuple[int, int, Any]]) -> Iterator[pa.Table]:
     """The pictures of ``wanted`` rows (pictures part, row, new daily returns), in order, as tables of at most
-    :data:`ROW_GROUP` rows: each row as stored, with the daily returns set. Reads only the row groups it needs."""
+    :data:`ROW_GROUP` rows: each row as stored, with the daily returns set. Each pictures file is opened once and
+    only the row groups holding wanted rows are read."""
+    files: dict[int, tuple[pq.ParquetFile, list[int]]] = {}
     for start in range(0, len(wanted), ROW_GROUP):
         group = wanted[start : start + ROW_GROUP]
         old: dict[tuple[int, int], dict[str, Any]] = {}
         for home in sorted({h for h, _, _ in group}):
-            old.update(_rows_of(parts.pictures(home), home, sorted({s for h, s, _ in group if h == home})))
+            if home not in files:
+                files[home] = _opened(parts.pictures(home))
+            old.update(_rows_of(*files[home], home, sorted({s for h, s, _ in group if h == home})))
         out = []
         for home, spot, daily in group:
             row = {name: old[(home, spot)].get(name) for name in PICTURES}
@@ -137,15 +142,22 @@ def _pictures(parts: Parts, wanted: list[tuple[int, int, Any]]) -> Iterator[pa.T
         yield pa.Table.from_pylist(out, schema=_PICTURES_SCHEMA)
 
 
-def _rows_of(path: Path, home: int, spots: list[int]) -> dict[tuple[int, int], dict[str, Any]]:
-    """Rows ``spots`` (sorted) of a pictures file, by (home, spot), reading only their row groups."""
-    meta = pq.ParquetFile(path)
+def _opened(path: Path) -> tuple[pq.ParquetFile, list[int]]:
+    """A pictures file and the first row of each of its row groups (plus the row count at the end)."""
+    file = pq.ParquetFile(path)
     firsts = [0]
-    for g in range(meta.num_row_groups):
-        firsts.append(firsts[-1] + meta.metadata.row_group(g).num_rows)
+    for g in range(file.num_row_groups):
+        firsts.append(firsts[-1] + file.metadata.row_group(g).num_rows)
+    return file, firsts
+
+
+def _rows_of(
+    file: pq.ParquetFile, firsts: list[int], home: int, spots: list[int]
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Rows ``spots`` (sorted) of an opened pictures file, by (home, spot), reading only their row groups."""
     out: dict[tuple[int, int], dict[str, Any]] = {}
     for g in sorted({bisect.bisect_right(firsts, s) - 1 for s in spots}):
-        rows = meta.read_row_group(g).to_pylist()
+        rows = file.read_row_group(g).to_pylist()
         for s in spots:
             if firsts[g] <= s < firsts[g + 1]:
                 out[(home, s)] = rows[s - firsts[g]]
@@ -154,12 +166,17 @@ def _rows_of(path: Path, home: int, spots: list[int]) -> dict[tuple[int, int], d
 
 def _write_pictures(path: Path, tables: Iterator[pa.Table]) -> None:
     """Write a pictures file from ``tables`` (as :func:`~backfarm.results.partfiles.write_part` would write their
-    concatenation), atomically, one table at a time."""
+    concatenation), atomically, one table at a time; a failed write (a full disk) leaves nothing behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pq.ParquetWriter(tmp, _PICTURES_SCHEMA, compression="zstd", compression_level=PICTURES_ZSTD) as writer:
-        for table in tables:
-            writer.write_table(table, row_group_size=ROW_GROUP)
-    os.replace(tmp, path)
+    try:
+        with writing(path.parent):
+            with pq.ParquetWriter(tmp, _PICTURES_SCHEMA, compression="zstd", compression_level=PICTURES_ZSTD) as out:
+                for table in tables:
+                    out.write_table(table, row_group_size=ROW_GROUP)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from kombu import Connection
 from typer.testing import CliRunner
 
 from backfarm.cli import app as cli_app
+from backfarm.config import Settings
 from backfarm.core.jobs import Batch, make_batches
 from backfarm.core.results import Filters, SweepInfo
 from backfarm.farm import client as farm_api
@@ -100,13 +103,24 @@ def test_a_worker_killed_mid_sweep_loses_nothing(farm: Farm, chaos: None) -> Non
     assert "'mode': 'careful'" in survivor.text()
 
 
-def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None) -> None:
-    server = RedisServer(appendonly=True, password="restart-pw", directory=tmp_path / "redis").start()
+@contextmanager
+def two_workers_on_their_own_redis(
+    farm: Farm, tmp_path: Path
+) -> Iterator[tuple[RedisServer, Settings, tuple[Any, ...]]]:
+    """A private redis-server (AOF on: it survives a restart) with two ready workers on it; both stopped after."""
+    server = RedisServer(appendonly=True, password="own-pw", directory=tmp_path / "redis").start()
     try:
         farm.env["BACKFARM_REDIS_URL"] = server.url
-        settings = farm.settings
         workers = farm.start("w1"), farm.start("w2")
         farm.ready(*workers)
+        yield server, farm.settings, workers
+    finally:
+        farm.close()
+        server.close()
+
+
+def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos: None) -> None:
+    with two_workers_on_their_own_redis(farm, tmp_path) as (server, settings, workers):
         with RedisStore(server.url) as store:
             sweep_id = submit(settings, store, slow_sweep())
             wait_for(lambda: _sweep(store, sweep_id).done >= 20, 30, "the sweep to be under way")
@@ -121,20 +135,12 @@ def test_a_redis_restart_mid_sweep_is_survived(farm: Farm, tmp_path: Path, chaos
             final = client.wait(sweep_id, stall_s=20, timeout_s=120)
             assert final.complete
             assert_exactly_once(store, sweep_id)
-    finally:
-        farm.close()
-        server.close()
 
 
 def test_a_waiting_client_rides_out_a_redis_outage(farm: Farm, tmp_path: Path, chaos: None) -> None:
     """Redis goes away for a few seconds *while* the client waits and workers commit: the wait shows "unreachable"
     and carries on (it gives up only after BACKFARM_REDIS_OUTAGE), and the sweep completes exactly once."""
-    server = RedisServer(appendonly=True, password="outage-pw", directory=tmp_path / "redis").start()
-    try:
-        farm.env["BACKFARM_REDIS_URL"] = server.url
-        settings = farm.settings
-        workers = farm.start("w1"), farm.start("w2")
-        farm.ready(*workers)
+    with two_workers_on_their_own_redis(farm, tmp_path) as (server, settings, _):
         updates: list[Any] = []
         outcome: list[Any] = []
         with RedisStore(server.url) as store, FarmClient(settings, store) as client:
@@ -159,9 +165,6 @@ def test_a_waiting_client_rides_out_a_redis_outage(farm: Farm, tmp_path: Path, c
             assert not isinstance(final, BaseException), final
             assert final.complete and final.unreachable_s is None
             assert_exactly_once(store, sweep_id)
-    finally:
-        farm.close()
-        server.close()
 
 
 def test_a_double_submit_and_a_redelivered_batch_commit_nothing_twice(farm: Farm) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from backfarm._util.outage import Outage
 from backfarm.cli import app, state
 from backfarm.cli import paper as paper_cli
 from backfarm.core.results import SweepRecord
@@ -178,3 +179,20 @@ def test_paper_watch_rides_out_a_redis_outage(tmp_path: Path) -> None:
     finally:
         state.configure()
         server.close()
+
+
+def test_an_outage_counts_from_the_first_failed_poll_and_gives_up_at_its_limit() -> None:
+    clock = [0.0]
+    outage = Outage(10.0, clock=lambda: clock[0])
+    assert outage.answered() is None  # nothing to end
+    assert outage.failed() == 0.0
+    clock[0] = 4.0
+    assert outage.failed() == 4.0
+    clock[0] = 6.0
+    assert outage.answered() == 6.0  # it ends; the next one counts from its own start
+    clock[0] = 20.0
+    assert outage.failed() == 0.0
+    clock[0] = 29.9
+    assert outage.failed() == pytest.approx(9.9)
+    clock[0] = 30.0
+    assert outage.failed() is None  # 10 s: give up
