@@ -9,6 +9,7 @@ import typer
 from rich.progress import Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from backfarm.cli import state
+from backfarm.core.formatting import count
 
 # Commands import what they run inside their bodies, so `backfarm --help` stays fast (no engine, store or Celery).
 
@@ -26,8 +27,8 @@ def info() -> None:
         results, sweeps = store.count()
     per = f"{size / rows:,.0f} bytes per result" if rows else "no results yet"
     state.console.print(
-        f"{settings.store_path}: {results:,} results in {parts:,} part files ({size / 2**20:,.1f} MiB, {per}), "
-        f"{sweeps:,} sweeps"
+        f"{settings.store_path}: {count(results, 'result')} in {count(parts, 'part file')} "
+        f"({size / 2**20:,.1f} MiB, {per}), {count(sweeps, 'sweep')}"
     )
 
 
@@ -43,8 +44,9 @@ def compact() -> None:
         report = compaction.compact(store.parts)
         after = store.parts.totals()[0]
     state.console.print(
-        f"merged {report.parts_merged:,} parts ({report.rows:,} results) in {report.merges:,} merges: "
-        f"{before:,} part files → {after:,}; {report.files_deleted:,} replaced files deleted"
+        f"merged {count(report.parts_merged, 'part')} ({count(report.rows, 'result')}) in "
+        f"{count(report.merges, 'merge')}: {count(before, 'part file')} → {after:,}; "
+        f"{count(report.files_deleted, 'replaced file')} deleted"
     )
 
 
@@ -71,8 +73,9 @@ def migrate() -> None:
         report = run(old, store, lambda done, total: progress.update(task, completed=done, total=total))
         compaction.compact(store.parts)
     state.console.print(
-        f"migrated {report.results:,} results, {report.sweeps:,} sweeps, {report.dead:,} dead jobs and "
-        f"{report.conflicts:,} conflicts into {settings.store_path}; the old file is kept as {report.kept_as.name}"
+        f"migrated {count(report.results, 'result')}, {count(report.sweeps, 'sweep')}, "
+        f"{count(report.dead, 'dead job')} and {count(report.conflicts, 'conflict')} into {settings.store_path}; "
+        f"the old file is kept as {report.kept_as.name}"
     )
 
 
@@ -102,15 +105,16 @@ def complete(
             task = progress.add_task("results", total=None)
             report = run(store, settings, filters, lambda n: progress.advance(task, n))
     state.console.print(
-        f"completed {report.completed:,} of {report.found:,} results stored without their moments and daily returns"
+        f"completed {report.completed:,} of {count(report.found, 'result')} stored without their moments and daily "
+        "returns"
     )
-    for count, what in (
-        (report.other_version, "were made by another engine or strategy version and cannot be recomputed here"),
+    for n, what in (
+        (report.other_version, "made by another engine or strategy version: cannot be recomputed here"),
         (report.disagreed, "recomputed to other metrics: recorded as conflicts, stored results kept"),
         (report.failed, "could not be recomputed"),
     ):
-        if count:
-            state.console.print(f"{count:,} {what}")
+        if n:
+            state.console.print(f"{count(n, 'result')} {what}")
     for line in report.problems:
         state.console.print(f"  {line}")
 

@@ -151,13 +151,13 @@ def test_the_cli_asks_for_a_migration_then_does_it_and_compacts(tmp_path: Path) 
     assert refused.exit_code == 2 and "backfarm store migrate" in refused.stderr
     done = runner.invoke(app, ["store", "migrate"], env=env)
     assert done.exit_code == 0, done.stderr
-    assert "migrated 1,200 results, 2 sweeps, 1 dead jobs and 1 conflicts" in done.stdout
+    assert "migrated 1,200 results, 2 sweeps, 1 dead job and 1 conflict" in done.stdout
     board = runner.invoke(app, ["leaderboard", "--all", "--top", "3", "--format", "json"], env=env)
     assert board.exit_code == 0
     assert [row["job_id"] for row in json.loads(board.stdout)] == ["o1199", "o1198", "o1197"]  # the original o0003 kept
     info = runner.invoke(app, ["store", "info"], env=env)
-    assert info.exit_code == 0 and "1,200 results in 1 part files" in info.stdout and "2 sweeps" in info.stdout
+    assert info.exit_code == 0 and "1,200 results in 1 part file " in info.stdout and "2 sweeps" in info.stdout
     again = runner.invoke(app, ["store", "migrate"], env=env)
     assert again.exit_code == 0 and "nothing to migrate" in again.stdout
     compacted = runner.invoke(app, ["store", "compact"], env=env)
-    assert compacted.exit_code == 0 and "1 part files → 1" in compacted.stdout
+    assert compacted.exit_code == 0 and "1 part file → 1" in compacted.stdout
