@@ -77,6 +77,8 @@ def backtest(
     capital: options.Capital = None,
     source: options.Source = None,
     spec_file: options.SpecFile = None,
+    strategy_path: options.StrategyPath = None,
+    allow_lookahead: options.AllowLookahead = False,
     workers: Annotated[int | None, typer.Option(help="Local processes (default: all cores).")] = None,
     top: Annotated[int, typer.Option(help="Rows of the leaderboard to print.")] = TOP_DEFAULT,
     detach: Annotated[
@@ -117,12 +119,16 @@ def backtest(
     from backfarm.sweeps.run import run_sweep
     from backfarm.sweeps.spec import SweepSpec
 
+    state.load_strategy_files(strategy_path)
     # The options that are spec fields, by name: the Typer parameter is the flag's only declaration.
     flags = {name: value for name, value in ctx.params.items() if name in SweepSpec.__dataclass_fields__}
     spec = SweepSpec.from_flags(flags, spec_file=spec_file, quick=quick)
     if dry_run:
         _dry_run(spec, settings)
         return
+    from backfarm.sweeps.lookahead import gate
+
+    gate(settings, spec.strategies, allow=allow_lookahead, announce=state.err_console.print)
     started = time.perf_counter()
     with open_store(settings) as store, _sigterm_as_interrupt() as terminated:
         if farm:

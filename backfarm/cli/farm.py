@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backfarm._util.outage import Outage
-from backfarm.cli import state
+from backfarm.cli import options, state
 from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
 
@@ -82,8 +82,11 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")] = "INFO",
     name: Annotated[str | None, typer.Option(help="Node name (default: backfarm-PID@HOST).")] = None,
+    strategy_path: options.StrategyPath = None,
 ) -> None:
-    """Start a Celery worker for the farm (prefork, late acks, one message per free process)."""
+    """Start a Celery worker for the farm (prefork, late acks, one message per free process). It runs the built-in
+    strategies, installed plugins and the files of --strategy-path; a batch of a strategy whose code differs here is
+    handed back to a worker that has it."""
     from backfarm._util.connection import check_redis
     from backfarm._util.cpu import default_workers
     from backfarm.farm import lifecycle
@@ -107,7 +110,8 @@ def worker(
         check_redis(settings.require_redis_url())
     except ServiceUnavailable as exc:  # not up yet (compose starts us early): Celery keeps retrying the connection
         state.err_console.print(f"warning: {str(exc).rstrip('.')}; the worker keeps trying to connect")
-    lifecycle.install(settings)
+    state.load_strategy_files(strategy_path)
+    lifecycle.install(settings, chosen)
     _worker_logging(level)
     node = name or f"backfarm-{os.getpid()}@{socket.gethostname()}"
     argv = ["worker", f"--loglevel={level}", f"--queues={','.join(chosen)}", f"--hostname={node}"]

@@ -33,6 +33,21 @@ Grid = Annotated[bool, typer.Option("--grid", help="Use every strategy's default
 Quick = Annotated[
     bool, typer.Option("--quick", help="7 days, momentum/mean_reversion/breakout on BTC-USD and ETH-USD.")
 ]
+StrategyPath = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--strategy-path",
+        envvar="BACKFARM_STRATEGY_PATH",
+        help="Your strategies: a .py file or a folder of them. Repeatable; the variable takes a ':'-separated list.",
+    ),
+]
+AllowLookahead = Annotated[
+    bool,
+    typer.Option(
+        "--allow-lookahead",
+        help="Run strategy files that fail the lookahead check anyway; their results are labelled '+lookahead'.",
+    ),
+]
 SpecFile = Annotated[Path | None, typer.Option("--spec", help="A sweep spec file (TOML or JSON); flags override it.")]
 
 FeeBps = Annotated[float | None, typer.Option(help="Fee per side in basis points. (default 60)")]

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from backfarm.core.formatting import fmt_metric, fmt_params, short_window
+from backfarm.core.formatting import fmt_metric, fmt_params, short_window, strategy_label
 from backfarm.core.results import AggregateRow, ResultRecord, SweepInfo
 
 SYNTHETIC_NOTE = "synthetic (generated candles, not market data)"
@@ -40,7 +40,7 @@ def top_table(records: Sequence[ResultRecord], metric: str, title: str, offset: 
         m = r.metrics
         row = [
             str(i),
-            r.strategy,
+            strategy_label(r.strategy, r.strategy_version),
             fmt_params(r.params),
             r.symbol,
             short_window(r.start, r.end),

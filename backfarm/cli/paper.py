@@ -84,12 +84,15 @@ def start(
     ] = None,
     stale_after: Annotated[float, typer.Option(help="Live: no trading on quotes older than this (s).")] = 30.0,
     wait: Annotated[bool, typer.Option("--wait", help="Show a live table until the session ends.")] = False,
+    strategy_path: options.StrategyPath = None,
+    allow_lookahead: options.AllowLookahead = False,
 ) -> None:
     """Start a paper session: N strategies × M symbols, each an account with its own capital. Prints its id."""
     from backfarm.core.costs import costs_from
     from backfarm.paper.spec import DEFAULT_CAPITAL, build_spec, validate_symbols
     from backfarm.sweeps.spec import params_strategies, parse_params, split_list
 
+    state.load_strategy_files(strategy_path)
     given = parse_params(params or [])
     for name, sets in given.items():
         if len(sets) != 1:
@@ -114,6 +117,9 @@ def start(
     )
     settings = state.settings()
     validate_symbols(spec, settings)
+    from backfarm.sweeps.lookahead import gate
+
+    gate(settings, [name for name, _ in spec.strategies], allow=allow_lookahead, announce=state.err_console.print)
     with _open_store() as store:
         store.create(spec)
         if settings.redis_url:
@@ -513,10 +519,14 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 
 @app.command("run")
-def run(session_id: Annotated[str, typer.Argument(help="Session id or a unique prefix.")]) -> None:
+def run(
+    session_id: Annotated[str, typer.Argument(help="Session id or a unique prefix.")],
+    strategy_path: options.StrategyPath = None,
+) -> None:
     """Run a stored session in the foreground, resuming it from its checkpoint (local sessions run this)."""
     from backfarm.paper.session import run_session
 
+    state.load_strategy_files(strategy_path)
     with _open_store() as store:
         sid = store.resolve(session_id)
         outcome = run_session(store, sid, state.settings())

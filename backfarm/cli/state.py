@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -88,3 +89,18 @@ def settings() -> Settings:
             raise ConfigError(f"the data directory {chosen.data_dir} is a file (--data-dir / BACKFARM_DATA_DIR)")
         _settings = chosen
     return _settings
+
+
+def load_strategy_files(paths: list[Path] | None) -> list[str]:
+    """Load ``--strategy-path`` files into the registry and return the strategy names they define.
+
+    The paths go into ``BACKFARM_STRATEGY_PATH`` as well, so processes this command starts (a paper session, a local
+    pool that does not fork) load the same files."""
+    if not paths:
+        return []
+    from backfarm.strategies.files import ENV, split_paths
+    from backfarm.strategies.registry import load_paths
+
+    resolved = split_paths(str(p) for p in paths)
+    os.environ[ENV] = os.pathsep.join(str(p) for p in resolved)
+    return load_paths(resolved)

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from backfarm.core.jobs import LOOKAHEAD_LABEL
+
 PERCENT: tuple[str, ...] = ("total_return", "cagr", "volatility", "max_drawdown", "win_rate", "avg_trade", "exposure")
 """Metrics shown as percentages (the terminal tables, the dashboard page and the plot)."""
 _SIGNED = frozenset({"total_return", "cagr", "avg_trade", "max_drawdown"})
+
+
+def strategy_label(name: str, version: str) -> str:
+    """A strategy's name as tables show it: flagged when it ran despite failing the lookahead check."""
+    return f"{name} (lookahead!)" if version.endswith(LOOKAHEAD_LABEL) else name
 
 
 def fmt_metric(name: str, value: float | int | None) -> str:

@@ -20,6 +20,9 @@ from backfarm.core.versions import ENGINE_VERSION, INTERFACE_VERSION
 ParamValue = int | float
 Params = dict[str, ParamValue]
 """A strategy's parameter values by name (:mod:`backfarm.strategies.base` declares and checks them)."""
+LOOKAHEAD_LABEL = "+lookahead"
+"""Ends the strategy version of jobs of a strategy that failed the lookahead check and ran under
+``--allow-lookahead``: every result of it carries the label (:mod:`backfarm.sweeps.lookahead`)."""
 DataKey = tuple[str, str, str, str, str]
 """(source, symbol, granularity, start, end): jobs with equal keys share candles."""
 

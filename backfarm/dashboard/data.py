@@ -80,6 +80,7 @@ def row(record: ResultRecord) -> dict[str, Any]:
     return {
         "job_id": record.job_id,
         "strategy": record.strategy,
+        "strategy_version": record.strategy_version,
         "params": record.params,
         "symbol": record.symbol,
         "granularity": record.granularity,

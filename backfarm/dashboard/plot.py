@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from backfarm.core.formatting import fmt_metric, fmt_params, short_window
+from backfarm.core.formatting import fmt_metric, fmt_params, short_window, strategy_label
 from backfarm.core.results import ResultRecord
 from backfarm.dashboard import font
 from backfarm.engine.artifacts import EquityCurve, TradeList, decode_equity, decode_trades
@@ -215,7 +215,7 @@ def _markers(canvas: Canvas, panel: _Panel, curve: EquityCurve, trades: TradeLis
 
 def _titles(canvas: Canvas, record: ResultRecord, trades: TradeList | None) -> None:
     m = record.metrics
-    title = f"{record.strategy} {fmt_params(record.params)} · {record.symbol} {record.granularity}"
+    title = f"{strategy_label(record.strategy, record.strategy_version)} {fmt_params(record.params)} · {record.symbol} {record.granularity}"
     canvas.text(20, 12, f"{title} · {short_window(record.start, record.end)} UTC", TEXT, scale=2)
     parts = [
         f"return {fmt_metric('total_return', m.get('total_return'))}",

@@ -35,7 +35,7 @@ from backfarm.errors import ConfigError
 from backfarm.results import columns
 from backfarm.results.rows import stored_row
 from backfarm.strategies.indicators import Indicators
-from backfarm.strategies.registry import all_strategies, get_strategy
+from backfarm.strategies.registry import all_strategies, base_identity, get_strategy, identity
 
 
 @dataclass
@@ -125,10 +125,11 @@ def _add(
 ) -> None:
     """Backtest ``job`` and add its result to ``rows``."""
     strategy = get_strategy(job.strategy)
-    if strategy.version != job.strategy_version:
+    have = base_identity(identity(job.strategy))
+    if have != base_identity(job.strategy_version):
         raise ConfigError(
-            f"strategy {job.strategy} is version {strategy.version} here but the job wants {job.strategy_version}; "
-            "install the same backfarm (and plugin) version everywhere"
+            f"strategy {job.strategy} is version {have} here but the job wants {job.strategy_version}; "
+            "give every machine the same backfarm, plugins and strategy files"
         )
     exposure = strategy.exposure(indicators, job.params)
     result = run_backtest(
@@ -145,7 +146,7 @@ def _add(
         blocks=shared.blocks,
     )
     metrics, digest = round_and_hash(result.metrics, shared.checksum, ENGINE_VERSION)
-    identity = (
+    fields = (
         "backtest",
         job.strategy,
         job.strategy_version,
@@ -168,7 +169,7 @@ def _add(
     # The daily returns are kept with --no-curves too: they are statistics later analyses need, not a picture.
     per_block = result.block_returns
     daily = daily_artifact(per_block, shared.blocks, raw=True) if per_block is not None else None
-    rows.append(stored_row(job.job_id, digest, identity, time.time(), metrics, moments, equity, trades, daily, None))
+    rows.append(stored_row(job.job_id, digest, fields, time.time(), metrics, moments, equity, trades, daily, None))
 
 
 def _params_json(params: Mapping[str, Any]) -> str:

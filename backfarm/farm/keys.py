@@ -9,6 +9,7 @@ key                       type    holds
 ``lock:{name}``           string  a cluster-wide lock (one fetch of a candle partition at a time)
 ``rate:{scope}``          string  the next free slot of a cluster-wide rate limit (Coinbase's, GCRA)
 ``slowdown:{scope}``      hash    how much 429s slowed that limit down, and when (``factor``, ``at``)
+``worker:{name}``         string  a live worker's strategies (name → identity), expiring unless it refreshes it
 ========================  ======  ================================================================================
 
 kombu (Celery's Redis transport) keeps each queue as a list named after it (:data:`QUEUES`) and the messages handed
@@ -55,3 +56,7 @@ class FarmKeys(KeySpace):
     def slowdown(self, scope: str) -> str:
         """How much the farm's 429s slowed a rate limit down, and when it last grew."""
         return self.key("slowdown", scope)
+
+    def worker(self, name: str) -> str:
+        """A live worker's presence: the strategies it can run (expires when the worker stops refreshing it)."""
+        return self.key("worker", name)

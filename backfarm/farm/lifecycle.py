@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,12 @@ from backfarm.candles.sources.base import CandleSource
 from backfarm.config import Settings
 from backfarm.core.jobs import DataKey
 from backfarm.execution.runner import warm_up
+from backfarm.farm.keys import QUEUES
 from backfarm.farm.ledger import Ledger
+from backfarm.farm.presence import Announcer, Presence
 from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.results.redis_store import RedisStore
+from backfarm.strategies.registry import all_strategies, identity
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ class WorkerContext:
 
 _context: WorkerContext | None = None
 _settings: Settings | None = None
+_queues: tuple[str, ...] = QUEUES
+_announcer: Announcer | None = None
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -79,11 +85,14 @@ def context(settings: Settings | None = None) -> WorkerContext:
     return _context
 
 
-def install(settings: Settings) -> None:
-    """Connect the start-up hooks for a worker running with ``settings`` (called by ``backfarm worker``)."""
-    global _settings
-    _settings = settings
+def install(settings: Settings, queues: Sequence[str] = QUEUES) -> None:
+    """Connect the start-up hooks for a worker running with ``settings`` on ``queues`` (called by ``backfarm
+    worker``)."""
+    global _settings, _queues
+    _settings, _queues = settings, tuple(queues)
     signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="backfarm-worker-init")
+    signals.worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="backfarm-worker-ready")
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False, dispatch_uid="backfarm-worker-stop")
     signals.worker_process_init.connect(_on_process_init, weak=False, dispatch_uid="backfarm-process-init")
     signals.worker_process_shutdown.connect(_on_process_shutdown, weak=False, dispatch_uid="backfarm-process-stop")
 
@@ -91,6 +100,27 @@ def install(settings: Settings) -> None:
 def _on_worker_init(**_: Any) -> None:
     # Before the pool forks: children inherit compiled kernels instead of each loading them.
     warm_up()
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    # The main process announces this worker's strategies until it stops (backfarm.farm.presence).
+    global _announcer
+    if _settings is None or _announcer is not None:
+        return
+    conn = RedisConnection(_settings.require_redis_url())
+    identities = {name: identity(name) for name in all_strategies()}
+    worker = getattr(sender, "hostname", None) or f"backfarm-{os.getpid()}"
+    _announcer = Announcer(Presence(conn), worker, identities, _queues)
+    _announcer.start()
+    log.info("worker %s runs strategies %s", worker, ", ".join(f"{k} {v}" for k, v in identities.items()))
+
+
+def _on_worker_shutdown(**_: Any) -> None:
+    global _announcer
+    if _announcer is not None:
+        _announcer.stop()
+        _announcer.presence.conn.close()
+        _announcer = None
 
 
 def _on_process_init(**_: Any) -> None:

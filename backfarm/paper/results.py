@@ -22,7 +22,7 @@ from backfarm.paper.spec import AccountSpec, SessionSpec
 from backfarm.paper.store.base import SessionStore
 from backfarm.results.factory import open_store
 from backfarm.results.store import ResultStore
-from backfarm.strategies.registry import get_strategy
+from backfarm.strategies.registry import identity
 
 LIVE_SOURCE = "coinbase-live"
 """The ``source`` of live sessions' leaderboard results."""
@@ -39,7 +39,7 @@ def account_record(
     return ResultRecord(
         job_id=short_hash({"paper": spec.session_id, "account": account.key}),
         strategy=account_spec.strategy,
-        strategy_version=get_strategy(account_spec.strategy).version,
+        strategy_version=identity(account_spec.strategy),
         params=dict(account_spec.params),
         symbol=account_spec.symbol,
         granularity=spec.granularity,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import TYPE_CHECKING, ClassVar
@@ -30,15 +30,40 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Param:
-    """A typed parameter with a default, inclusive bounds and the values of the default grid."""
+    """A typed parameter: a default, inclusive bounds ``[low, high]``, the values of the default grid, and how a search
+    may move inside the bounds (``step``: only multiples of it from ``low``; ``log``: sample on a log scale).
+
+    ``grid`` left empty is the default alone. A declaration that breaks its own bounds (a default or grid value
+    outside them, a step that is not positive, a log scale reaching 0) is a ``ValueError`` when the class is made.
+    """
 
     name: str
     kind: type[int] | type[float]
     default: ParamValue
     low: ParamValue
     high: ParamValue
-    grid: tuple[ParamValue, ...]
+    grid: tuple[ParamValue, ...] = ()
     help: str = ""
+    step: ParamValue | None = None
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in (int, float):
+            raise ValueError(f"parameter {self.name}: kind must be int or float, got {self.kind!r}")
+        if not self.grid:
+            object.__setattr__(self, "grid", (self.default,))
+        object.__setattr__(self, "grid", tuple(self.grid))
+        if not self.low <= self.high:
+            raise ValueError(f"parameter {self.name}: low {self.low} is above high {self.high}")
+        for value in (self.default, *self.grid):
+            if not self.low <= value <= self.high:
+                raise ValueError(f"parameter {self.name}: {value} is outside its bounds [{self.low}, {self.high}]")
+            if self.kind is int and not float(value).is_integer():
+                raise ValueError(f"parameter {self.name}: {value} is not an integer")
+        if self.step is not None and not self.step > 0:
+            raise ValueError(f"parameter {self.name}: step must be positive, got {self.step}")
+        if self.log and not self.low > 0:
+            raise ValueError(f"parameter {self.name}: a log scale needs low > 0, got {self.low}")
 
     def coerce(self, strategy: str, raw: object) -> ParamValue:
         """Parse and bound-check one value; errors name the strategy and parameter."""
@@ -76,8 +101,9 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
-    version: ClassVar[str]
-    params: ClassVar[tuple[Param, ...]]
+    version: ClassVar[str] = "1"
+    """Bump it when the rule changes; strategy files are also identified by a hash of their code."""
+    params: ClassVar[tuple[Param, ...]] = ()
     rules: ClassVar[tuple[Rule, ...]] = ()
 
     @abstractmethod
@@ -122,3 +148,59 @@ class Strategy(ABC):
             values: Params = dict(zip(names, combo, strict=True))
             if all(rule.check(values) for rule in cls.rules):
                 yield values
+
+
+ExposureFunction = Callable[["Indicators", Params], "np.ndarray | Sequence[float]"]
+"""What :func:`strategy` decorates: ``(indicators, params) -> exposure per bar``."""
+
+
+class FunctionStrategy(Strategy):
+    """A strategy made by :func:`strategy` from a plain function."""
+
+    function: ClassVar[ExposureFunction]
+    warmup_function: ClassVar[Callable[[Params], int] | None] = None
+
+    def exposure(self, ind: Indicators, p: Params) -> np.ndarray:
+        return np.asarray(type(self).function(ind, p), dtype=np.float64)
+
+    def warmup(self, p: Params) -> int:
+        custom = type(self).warmup_function
+        return super().warmup(p) if custom is None else int(custom(p))
+
+
+def strategy(
+    name: str,
+    *,
+    params: Sequence[Param] = (),
+    rules: Sequence[Rule] = (),
+    version: str = "1",
+    warmup: Callable[[Params], int] | None = None,
+) -> Callable[[ExposureFunction], type[Strategy]]:
+    """Make a strategy from a function of ``(indicators, params)`` returning the exposure per bar, with its parameters
+    declared beside it; the function's docstring is the strategy's rule. The decorated name is the strategy class::
+
+        @strategy("rsi_dip", params=[Param("period", int, 14, 2, 200, (7, 14, 21))])
+        def rsi_dip(ind, p):
+            \"\"\"Long while the RSI is below 30.\"\"\"
+            return (ind.rsi(p["period"]) < 30).astype(float)
+
+    ``warmup`` gives the bars of history a parameter set needs (default: the largest integer parameter + 1).
+    """
+
+    def make(function: ExposureFunction) -> type[Strategy]:
+        attrs: dict[str, object] = {
+            "name": name,
+            "version": version,
+            "params": tuple(params),
+            "rules": tuple(rules),
+            "function": staticmethod(function),
+            "warmup_function": None if warmup is None else staticmethod(warmup),
+            "__doc__": function.__doc__,
+            "__module__": function.__module__,
+            "__qualname__": getattr(function, "__qualname__", function.__name__),
+        }
+        cls = type(function.__name__, (FunctionStrategy,), attrs)
+        cls.__backfarm_function__ = function  # type: ignore[attr-defined]  # where the loader finds its line
+        return cls
+
+    return make

@@ -91,7 +91,9 @@ def check_strategy(
         message = f"ok: {checked} truncations of {len(candles)} bars agree, {len(sets)} parameter sets"
         return CheckReport(strategy.name, True, checked, None, None, message)
     bad, p = worst
-    return CheckReport(strategy.name, False, checked, bad.bar, p, f"{bad.message} (params {_show(p)})")
+    return CheckReport(
+        strategy.name, False, checked, bad.bar, p, f"{bad.message}" + (f" (params {_show(p)})" if p else "")
+    )
 
 
 def cut_points(n: int, cuts: int, seed: int, warmup: int = 0) -> list[int]:

@@ -1,4 +1,4 @@
-"""The strategy registry: the built-ins plus plugins from installed packages, looked up by name.
+"""The strategy registry: the built-ins, plugins from installed packages and strategy files, looked up by name.
 
 Plugins are classes exposed under the entry-point group ``backfarm.strategies``, for example in a plugin's
 ``pyproject.toml``::
@@ -8,25 +8,65 @@ Plugins are classes exposed under the entry-point group ``backfarm.strategies``,
 
 The entry point's name must equal the class's ``name``. Plugins load once, lazily, on the first lookup; a plugin
 that fails to import, is not a :class:`Strategy` subclass, or reuses a taken name is a ``ConfigError`` naming the
-entry point, never a silently missing strategy. Workers need the same plugin packages installed as the CLI.
+entry point, never a silently missing strategy. Strategy files (:mod:`backfarm.strategies.files`) load when a
+command is given ``--strategy-path`` (:func:`load_paths`).
+
+Each strategy has an **identity**, the version string its job ids hold (:attr:`Origin.identity`): a built-in's
+``version``; a plugin's ``version`` plus its distribution's name and version (``1+my-plugin-0.3``); a file's
+``version`` plus its code hash (``1+code.3fa9c2e81b07``). A worker runs a job only when its own copy of the strategy
+has the identity the job names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
+from backfarm.core.jobs import LOOKAHEAD_LABEL
 from backfarm.errors import ConfigError, ValidationError, did_you_mean
 from backfarm.strategies.base import Strategy
 from backfarm.strategies.builtins import BUILTINS
+from backfarm.strategies.files import load_file, python_files
 
-__all__ = ["ENTRY_POINT_GROUP", "all_strategies", "get_strategy", "register", "strategy_names"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOOKAHEAD_LABEL",
+    "Origin",
+    "all_strategies",
+    "base_identity",
+    "get_strategy",
+    "identity",
+    "label_lookahead",
+    "load_paths",
+    "origin",
+    "register",
+    "strategy_names",
+]
 
 ENTRY_POINT_GROUP = "backfarm.strategies"
 
-_lock = threading.Lock()
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a strategy came from: ``kind`` (built-in, plugin, file, registered), ``where`` (``path:line``, the
+    distribution, the module), ``code`` (a hash of its code, when it can be seen) and its ``identity`` in job ids."""
+
+    kind: str
+    where: str
+    code: str
+    identity: str
+
+
+_lock = threading.RLock()
 _table: dict[str, Strategy] | None = None
 """Name → instance, built on first use (strategies are stateless, so one instance serves every caller)."""
+_origins: dict[str, Origin] = {}
+"""Name → where the strategy of ``_table`` came from."""
 
 
 def strategy_names() -> list[str]:
@@ -49,18 +89,76 @@ def all_strategies() -> dict[str, Strategy]:
     return {name: table[name] for name in sorted(table)}
 
 
+def origin(name: str) -> Origin:
+    """Where the strategy called ``name`` came from, and its identity."""
+    get_strategy(name)
+    return _origins[name]
+
+
+def identity(name: str) -> str:
+    """The version string of strategy ``name`` that job ids hold (see the module docstring)."""
+    return origin(name).identity
+
+
+def base_identity(version: str) -> str:
+    """A job's strategy version without the lookahead label: what a worker's copy must have."""
+    return version.removesuffix(LOOKAHEAD_LABEL)
+
+
+def label_lookahead(name: str) -> None:
+    """Mark strategy ``name`` as failing the lookahead check: its identity, and so its jobs, carry the label."""
+    found = origin(name)
+    if not found.identity.endswith(LOOKAHEAD_LABEL):
+        with _lock:
+            _origins[name] = replace(found, identity=found.identity + LOOKAHEAD_LABEL)
+
+
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Add a strategy class programmatically (tests, notebooks); usable as a class decorator.
 
-    A name that is already taken, or a class that is not a usable ``Strategy``, is a ``ConfigError``.
+    Its identity includes a hash of its module's source where Python can see it. Registering the same name again
+    replaces an earlier registration (a notebook cell run twice); the name of a built-in, plugin or file strategy,
+    or a class that is not a usable ``Strategy``, is a ``ConfigError``.
     """
     table = _strategies()
     where = f"strategy class {getattr(cls, '__qualname__', repr(cls))}"
     instance = _instantiate(cls, where)
     with _lock:
-        _claim(table, instance, where)
-        table[instance.name] = instance
+        taken = _origins.get(instance.name)
+        if taken is not None and taken.kind != "registered":
+            _claim(table, instance, where)
+        code = _source_hash(cls)
+        _add(table, instance, Origin("registered", cls.__module__, code, _with_code(instance.version, code)))
     return cls
+
+
+def load_paths(paths: Sequence[Path]) -> list[str]:
+    """Load the strategy files at ``paths`` (files or folders) and return the names they define, in order.
+
+    Loading an unchanged file again changes nothing; a file whose code changed replaces its own strategies (a
+    notebook, a long-lived process). A name that another file, a plugin or a built-in already uses is a
+    ``ConfigError`` naming both places.
+    """
+    table = _strategies()
+    names: list[str] = []
+    for root in paths:
+        files, folder = python_files(root)
+        for path in files:
+            loaded = load_file(path, paths, required=not folder)
+            for cls, line in loaded.classes:
+                where = f"{path}:{line}"
+                instance = _instantiate(cls, where)
+                with _lock:
+                    taken = _origins.get(instance.name)
+                    if taken is not None and not (taken.kind == "file" and taken.where.startswith(f"{path}:")):
+                        place = "" if taken.kind == "built-in" else f" at {taken.where}"
+                        raise ConfigError(
+                            f"{where}: strategy '{instance.name}' is already a {taken.kind} strategy{place}"
+                        )
+                    code = loaded.code_hash
+                    _add(table, instance, Origin("file", where, code, _with_code(instance.version, code)))
+                names.append(instance.name)
+    return names
 
 
 def _strategies() -> dict[str, Strategy]:
@@ -69,7 +167,10 @@ def _strategies() -> dict[str, Strategy]:
     if _table is None:
         with _lock:
             if _table is None:
-                table: dict[str, Strategy] = {cls.name: cls() for cls in BUILTINS}
+                _origins.clear()
+                table: dict[str, Strategy] = {}
+                for cls in BUILTINS:
+                    _add(table, cls(), Origin("built-in", "backfarm", "", cls.version))
                 for ep in _plugin_entry_points():
                     _add_plugin(table, ep)
                 _table = table
@@ -95,16 +196,41 @@ def _add_plugin(table: dict[str, Strategy], ep: EntryPoint) -> None:
     if instance.name != ep.name:
         raise ConfigError(f"{where} is named '{instance.name}' by its class; the entry point must use the same name")
     _claim(table, instance, where)
+    dist = ep.dist
+    package = f"{dist.name}-{dist.version}" if dist is not None else ep.value.partition(":")[0]
+    _add(table, instance, Origin("plugin", package, _source_hash(cls), f"{instance.version}+{package}"))
+
+
+def _add(table: dict[str, Strategy], instance: Strategy, found: Origin) -> None:
+    """Put ``instance`` in the table with its origin."""
     table[instance.name] = instance
+    _origins[instance.name] = found
+
+
+def _with_code(version: str, code: str) -> str:
+    """A version with a code hash (``1+code.3fa9c2e81b07``), or the version alone when the code cannot be seen."""
+    return f"{version}+code.{code}" if code else version
+
+
+def _source_hash(cls: type) -> str:
+    """Hash of the source of the module defining ``cls`` (or of the class alone), "" when Python cannot see it."""
+    for target in (inspect.getmodule(cls), cls):
+        if target is None:
+            continue
+        try:
+            source = inspect.getsource(target)
+        except (OSError, TypeError):
+            continue
+        return hashlib.blake2b(source.encode(), digest_size=16).hexdigest()[:12]
+    return ""
 
 
 def _instantiate(cls: object, where: str) -> Strategy:
     """Check that ``cls`` is a complete ``Strategy`` subclass whose defaults resolve, and instantiate it."""
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ConfigError(f"{where} is not a Strategy subclass (got {cls!r})")
-    missing = [attr for attr in ("name", "version", "params") if not hasattr(cls, attr)]
-    if missing:
-        raise ConfigError(f"{where} does not define {', '.join(missing)}")
+    if not isinstance(getattr(cls, "name", None), str):
+        raise ConfigError(f"{where} does not define name")
     try:
         cls.resolve()
         return cls()
@@ -114,10 +240,10 @@ def _instantiate(cls: object, where: str) -> Strategy:
 
 def _claim(table: dict[str, Strategy], instance: Strategy, where: str) -> None:
     """Refuse a name that is already taken (built-ins can never be shadowed)."""
-    taken = table.get(instance.name)
-    if taken is None:
+    if instance.name not in table:
         return
-    kind = "built-in" if type(taken) in BUILTINS else "registered"
+    found = _origins.get(instance.name)
+    kind = found.kind if found is not None else "registered"
     raise ConfigError(f"{where} clashes with the {kind} strategy '{instance.name}'")
 
 

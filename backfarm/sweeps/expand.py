@@ -22,7 +22,7 @@ from backfarm.core.candles import GRANULARITIES, granularity_seconds
 from backfarm.core.jobs import Job, Params
 from backfarm.errors import ValidationError, did_you_mean
 from backfarm.strategies.base import Strategy
-from backfarm.strategies.registry import get_strategy, strategy_names
+from backfarm.strategies.registry import get_strategy, identity, strategy_names
 from backfarm.sweeps.spec import SweepSpec
 
 MAX_JOBS = 2_000_000
@@ -135,7 +135,7 @@ def expand(
                 continue
             first = Job(
                 strategy=strategy.name,
-                strategy_version=strategy.version,
+                strategy_version=identity(strategy.name),
                 params=sets[0],
                 symbol=symbol,
                 granularity=spec.granularity,

@@ -39,6 +39,8 @@ from backfarm.execution.runner import BatchOutcome, run_batch
 from backfarm.farm import lifecycle
 from backfarm.farm.fetch import ensure_window
 from backfarm.farm.lifecycle import WorkerContext
+from backfarm.farm.presence import Presence, missing_reason
+from backfarm.strategies.registry import all_strategies, base_identity, identity
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,18 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
     except (KeyError, TypeError, ValueError) as exc:
         log.error("dropping a malformed batch message for sweep %s: %s: %s", sweep_id, type(exc).__name__, exc)
         return {"malformed": True}
+    back: list[Job] = []
     try:
         ctx = lifecycle.context(self.app.backfarm_settings)
-        report = ride_out(lambda: process_batch(ctx, sweep_id, decoded), ctx.settings.redis_outage_s)
+        runnable, foreign = split_by_code(decoded.jobs)
+        if foreign:
+            back = ride_out(
+                lambda: hand_back(ctx, sweep_id, foreign, self.request.hostname), ctx.settings.redis_outage_s
+            )
+        work = Batch(tuple(runnable), curves=decoded.curves) if runnable else None
+        report = (
+            ride_out(lambda: process_batch(ctx, sweep_id, work), ctx.settings.redis_outage_s) if work else BatchReport()
+        )
         _announce(ctx, sweep_id, report, self.request.hostname)
     except TemporaryError as exc:
         countdown = min(30.0, 2.0 ** min(self.request.retries, 5))
@@ -103,10 +114,48 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
             # Acknowledging now would drop the batch: hand the message back instead (or, with Redis away, leave it
             # unacknowledged, to be restored after the visibility timeout).
             raise Reject(f"could not publish the retry ({failed}); returning the message", requeue=True) from None
-    if report.retry:
-        rest = Batch(tuple(report.retry), curves=decoded.curves).to_dict()
+    if report.retry or back:
+        rest = Batch(tuple(report.retry + back), curves=decoded.curves).to_dict()
         raise self.retry(args=(sweep_id, rest), countdown=FAILURE_RETRY_S, max_retries=None)
     return report.summary()
+
+
+def split_by_code(jobs: Sequence[Job]) -> tuple[list[Job], list[Job]]:
+    """The jobs this worker's strategies can run, and those whose strategy it lacks or has other code for."""
+    table = all_strategies()
+    runnable: list[Job] = []
+    foreign: list[Job] = []
+    for job in jobs:
+        ok = job.strategy in table and base_identity(identity(job.strategy)) == base_identity(job.strategy_version)
+        (runnable if ok else foreign).append(job)
+    return runnable, foreign
+
+
+def hand_back(ctx: WorkerContext, sweep_id: str, jobs: Sequence[Job], worker: str | None) -> list[Job]:
+    """Of jobs this worker cannot run: those some other live worker can, to hand back (not counted as attempts);
+    the rest are marked dead naming every live worker's copy. Done jobs and cancelled sweeps are left alone."""
+    ids = [job.job_id for job in jobs]
+    cancelled, _ = ctx.ledger.prior(sweep_id, ids)
+    done = ctx.store.existing(ids)
+    todo = [job for job in jobs if job.job_id not in done]
+    if cancelled or not todo:
+        return []
+    live = Presence(ctx.conn).live()
+    back: list[Job] = []
+    for job in todo:
+        wanted = base_identity(job.strategy_version)
+        if any(have.get(job.strategy) == wanted for name, have in live.items() if name != worker):
+            back.append(job)
+        else:
+            reason = missing_reason(job.strategy, wanted, live)
+            ctx.store.mark_dead(sweep_id, job.job_id, reason)
+            log.error("sweep %s job %s is dead: %s", sweep_id, job.job_id, reason)
+    if back:
+        log.warning(
+            "handing %d jobs of sweep %s back: this worker lacks their strategy code (%s)",
+            len(back), sweep_id, ", ".join(sorted({f"{j.strategy} {j.strategy_version}" for j in back})),
+        )  # fmt: skip
+    return back
 
 
 T = TypeVar("T")

@@ -1,0 +1,113 @@
+"""The lookahead gate: strategy code nobody has checked yet is checked before it runs, once per code hash.
+
+``backtest`` and ``paper start`` (and :mod:`backfarm.api`) call :func:`gate` with the strategies they will run. A
+strategy whose identity carries a code hash (a strategy file, a class registered from a notebook) and whose hash this
+data directory has not seen is put through :func:`backfarm.strategies.check.check_strategy` on fixed synthetic
+candles (so the verdict depends on the code alone); the verdict is remembered in ``strategies/checked.json`` under the
+data directory. A failing strategy is refused (a ``ValidationError`` naming it and the first bar that moved) unless
+lookahead is allowed; then its identity gains the ``+lookahead`` label, so every result it produces says so.
+Built-ins and installed plugins are not gated: their authors check them (``backfarm strategies check``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from backfarm._util.disk import writing
+from backfarm.candles.load import load_candles
+from backfarm.config import Settings
+from backfarm.errors import ValidationError
+from backfarm.strategies.check import check_strategy
+from backfarm.strategies.registry import get_strategy, label_lookahead, origin
+
+__all__ = ["CHECK_DAYS", "Verdict", "gate"]
+
+log = logging.getLogger(__name__)
+
+CHECK_SYMBOL, CHECK_DAYS = "BTC-USD", 2
+"""The candles of the gate's check: two days of synthetic 1-minute BTC-USD bars (2,880 bars) ending at
+:data:`CHECK_END`, fixed so that a verdict belongs to the code and not to the day it ran."""
+CHECK_END = datetime(2024, 1, 1, tzinfo=UTC)
+GATED_KINDS = ("file", "registered")
+"""Origins whose code the gate checks (their identity holds a code hash)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The remembered outcome of checking one strategy identity."""
+
+    ok: bool
+    checked: int
+    message: str
+
+
+def gate(
+    settings: Settings,
+    names: Sequence[str],
+    allow: bool = False,
+    announce: Callable[[str], None] = lambda _: None,
+) -> dict[str, Verdict]:
+    """Check the gated strategies among ``names`` whose code is new here; refuse a failing one unless ``allow``.
+
+    ``announce`` hears one line before each check that runs (they take a few seconds). Returns the verdict of every
+    gated strategy, new or remembered."""
+    seen = _read(_path(settings))
+    verdicts: dict[str, Verdict] = {}
+    for name in dict.fromkeys(names):
+        found = origin(name)
+        if found.kind not in GATED_KINDS or not found.code:
+            continue
+        verdict = seen.get(found.identity)
+        if verdict is None:
+            announce(f"checking {name} ({found.identity}) for lookahead: its code is new here")
+            verdict = _check(settings, name)
+            seen[found.identity] = verdict
+            _write(_path(settings), seen)
+        verdicts[name] = verdict
+        if not verdict.ok:
+            if not allow:
+                raise ValidationError(
+                    f"strategy {name} fails the lookahead check: {verdict.message}; fix it, or pass "
+                    "--allow-lookahead to run it anyway with every result labelled"
+                )
+            label_lookahead(name)
+            log.warning("running %s although it fails the lookahead check; its results are labelled", name)
+    return verdicts
+
+
+def _check(settings: Settings, name: str) -> Verdict:
+    """Run the lookahead check of ``name`` on the gate's fixed candles."""
+    candles = load_candles(settings, "synthetic", CHECK_SYMBOL, "1m", CHECK_END - timedelta(days=CHECK_DAYS), CHECK_END)
+    report = check_strategy(get_strategy(name), candles)
+    return Verdict(report.ok, report.checked, report.message)
+
+
+def _path(settings: Settings) -> Path:
+    return settings.data_dir / "strategies" / "checked.json"
+
+
+def _read(path: Path) -> dict[str, Verdict]:
+    """The remembered verdicts; an unreadable file is forgotten (every strategy is checked again)."""
+    try:
+        raw = json.loads(path.read_text())
+        return {key: Verdict(bool(v["ok"]), int(v["checked"]), str(v["message"])) for key, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("forgetting unreadable lookahead verdicts in %s (%s)", path, exc)
+        return {}
+
+
+def _write(path: Path, seen: dict[str, Verdict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {key: {"ok": v.ok, "checked": v.checked, "message": v.message} for key, v in sorted(seen.items())}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing(path):
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)  # readers see the old verdicts or the new ones, never half a file
