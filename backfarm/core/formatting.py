@@ -16,7 +16,7 @@ _SIGNED = frozenset({"total_return", "cagr", "avg_trade", "max_drawdown"})
 
 def strategy_label(name: str, version: str) -> str:
     """A strategy's name as tables show it: flagged when it ran despite failing the lookahead check."""
-    return f"{name} (lookahead!)" if version.endswith(LOOKAHEAD_LABEL) else name
+    return f"{name} (LOOKAHEAD)" if version.endswith(LOOKAHEAD_LABEL) else name
 
 
 def fmt_metric(name: str, value: float | int | None) -> str:

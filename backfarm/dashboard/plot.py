@@ -215,7 +215,8 @@ def _markers(canvas: Canvas, panel: _Panel, curve: EquityCurve, trades: TradeLis
 
 def _titles(canvas: Canvas, record: ResultRecord, trades: TradeList | None) -> None:
     m = record.metrics
-    title = f"{strategy_label(record.strategy, record.strategy_version)} {fmt_params(record.params)} · {record.symbol} {record.granularity}"
+    name = strategy_label(record.strategy, record.strategy_version)
+    title = f"{name} {fmt_params(record.params)} · {record.symbol} {record.granularity}"
     canvas.text(20, 12, f"{title} · {short_window(record.start, record.end)} UTC", TEXT, scale=2)
     parts = [
         f"return {fmt_metric('total_return', m.get('total_return'))}",

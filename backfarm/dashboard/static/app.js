@@ -309,7 +309,7 @@
     data.rows.forEach((r, i) => {
       const tr = el("tr", { class: "clickable" + (r.job_id === state.selected ? " selected" : ""), "data-job": r.job_id }, [
         el("td", { class: "num", text: String(i + 1) }),
-        el("td", { text: r.strategy_version && r.strategy_version.endsWith("+lookahead") ? `${r.strategy} (lookahead!)` : r.strategy }),
+        el("td", { text: r.strategy_version && r.strategy_version.endsWith("+lookahead") ? `${r.strategy} (LOOKAHEAD)` : r.strategy }),
         el("td", { class: "params", text: fmtParams(r.params), title: fmtParams(r.params) }),
         el("td", { text: r.symbol + " " + r.granularity }),
         el("td", { text: shortWindow(r.start, r.end).slice(5) }),
