@@ -91,14 +91,24 @@ class Farm:
         """The settings the client side uses (same clocks as the workers)."""
         return Settings.from_env(self.env)
 
-    def start(self, name: str, *, prefix: Sequence[str] = (), url: str | None = None, concurrency: int = 1) -> Worker:
-        """Start ``backfarm worker`` (optionally inside ``prefix``, e.g. ``ip netns exec NS``, or on ``url``)."""
-        env = dict(self.env)
+    def start(
+        self,
+        name: str,
+        *,
+        prefix: Sequence[str] = (),
+        url: str | None = None,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        queues: str | None = None,
+    ) -> Worker:
+        """Start ``backfarm worker`` (optionally inside ``prefix``, e.g. ``ip netns exec NS``, on ``url``, with
+        ``env`` over the farm's environment)."""
+        env = {**self.env, **(env or {})}
         if url is not None:
             env["BACKFARM_REDIS_URL"] = url
         log = self.logs / f"{name}.log"
         cmd = [*prefix, sys.executable, "-m", "backfarm", "worker", f"--concurrency={concurrency}"]
-        cmd += [f"--name={name}@test", "--loglevel=INFO", f"--queues={self.queues}"]
+        cmd += [f"--name={name}@test", "--loglevel=INFO", f"--queues={queues or self.queues}"]
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -319,7 +319,22 @@ def status_report(store: ResultStore, sweep_id: str, farm: FarmClient | None) ->
         }
         report["queues"] = farm.ledger.queue_lengths()
         report["workers"] = live_workers(farm.app)
+        report["strategy_code"] = _strategy_code(farm, info.spec.get("strategies") or [])
     return report
+
+
+def _strategy_code(farm: FarmClient, strategies: list[str]) -> dict[str, dict[str, list[str]]]:
+    """For each strategy of the sweep: which live workers have which identity of it ("missing": none)."""
+    from backfarm.farm.presence import Presence
+
+    live = Presence(farm.store.conn).live()
+    return {
+        name: {
+            identity: sorted(w for w, have in live.items() if have.get(name, "missing") == identity)
+            for identity in sorted({have.get(name, "missing") for have in live.values()})
+        }
+        for name in strategies
+    }
 
 
 def _print_status(report: dict[str, Any], fmt: str) -> None:
@@ -358,6 +373,10 @@ def _status_view(report: dict[str, Any]) -> Group:
         parts.append(f"queues: {queues}")
         parts.append(f"attempts: {attempts['jobs_retried']:,} jobs ran more than once (max {attempts['max']})")
         parts.append(f"live workers ({len(workers)}): {', '.join(workers) if workers else 'none answered'}")
+        for name, copies in report["strategy_code"].items():
+            if len(copies) > 1 or "missing" in copies:  # only what can keep jobs from running
+                shown = "; ".join(f"{identity} on {', '.join(names)}" for identity, names in copies.items())
+                parts.append(f"strategy {name} on the workers: {shown}")
     if report.get("paper"):
         paper = Table(title="paper sessions", title_justify="left", header_style="bold")
         for col in ("session", "status", "feed", "accounts", "bar", "worker"):

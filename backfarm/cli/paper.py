@@ -169,6 +169,7 @@ def _spawn(session_id: str, settings: Any) -> None:
     logs = settings.data_dir / "paper"
     logs.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "backfarm", "--data-dir", str(settings.data_dir), "paper", "run", session_id]
+    cmd += [f"--strategy-path={path}" for path in state.strategy_paths]  # the files this command loaded
     with (logs / f"{session_id}.log").open("ab") as out:
         subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +16,8 @@ from backfarm.errors import ConfigError
 verbose = False
 _settings: Settings | None = None
 _overrides: dict[str, object] = {}
+strategy_paths: list[Path] = []
+"""The strategy files this command loaded (``--strategy-path``)."""
 
 # Piped output (files, CI logs) gets wide tables instead of rich's 80-column fallback. No markup: what we print holds
 # user text (strategy rules such as ``close[t]``, parameter ranges ``[2, 5000]``) that rich would take for tags and
@@ -92,15 +93,13 @@ def settings() -> Settings:
 
 
 def load_strategy_files(paths: list[Path] | None) -> list[str]:
-    """Load ``--strategy-path`` files into the registry and return the strategy names they define.
-
-    The paths go into ``BACKFARM_STRATEGY_PATH`` as well, so processes this command starts (a paper session, a local
-    pool that does not fork) load the same files."""
+    """Load ``--strategy-path`` files into the registry and return the strategy names they define (a local pool
+    forks after this, so its processes have them too; :data:`strategy_paths` keeps them for a spawned process)."""
+    strategy_paths.clear()
     if not paths:
         return []
-    from backfarm.strategies.files import ENV, split_paths
+    from backfarm.strategies.files import split_paths
     from backfarm.strategies.registry import load_paths
 
-    resolved = split_paths(str(p) for p in paths)
-    os.environ[ENV] = os.pathsep.join(str(p) for p in resolved)
-    return load_paths(resolved)
+    strategy_paths.extend(split_paths(str(p) for p in paths))
+    return load_paths(strategy_paths)

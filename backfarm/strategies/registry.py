@@ -63,10 +63,18 @@ class Origin:
 
 
 _lock = threading.RLock()
-_table: dict[str, Strategy] | None = None
-"""Name → instance, built on first use (strategies are stateless, so one instance serves every caller)."""
-_origins: dict[str, Origin] = {}
-"""Name → where the strategy of ``_table`` came from."""
+
+
+class _Table(dict[str, Strategy]):
+    """Name → instance (strategies are stateless, so one instance serves every caller), and where each came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: dict[str, Origin] = {}
+
+
+_table: _Table | None = None
+"""The registry, built on first use."""
 
 
 def strategy_names() -> list[str]:
@@ -92,7 +100,7 @@ def all_strategies() -> dict[str, Strategy]:
 def origin(name: str) -> Origin:
     """Where the strategy called ``name`` came from, and its identity."""
     get_strategy(name)
-    return _origins[name]
+    return _strategies().origins[name]
 
 
 def identity(name: str) -> str:
@@ -110,7 +118,7 @@ def label_lookahead(name: str) -> None:
     found = origin(name)
     if not found.identity.endswith(LOOKAHEAD_LABEL):
         with _lock:
-            _origins[name] = replace(found, identity=found.identity + LOOKAHEAD_LABEL)
+            _strategies().origins[name] = replace(found, identity=found.identity + LOOKAHEAD_LABEL)
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -124,7 +132,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     where = f"strategy class {getattr(cls, '__qualname__', repr(cls))}"
     instance = _instantiate(cls, where)
     with _lock:
-        taken = _origins.get(instance.name)
+        taken = table.origins.get(instance.name)
         if taken is not None and taken.kind != "registered":
             _claim(table, instance, where)
         code = _source_hash(cls)
@@ -149,7 +157,7 @@ def load_paths(paths: Sequence[Path]) -> list[str]:
                 where = f"{path}:{line}"
                 instance = _instantiate(cls, where)
                 with _lock:
-                    taken = _origins.get(instance.name)
+                    taken = table.origins.get(instance.name)
                     if taken is not None and not (taken.kind == "file" and taken.where.startswith(f"{path}:")):
                         place = "" if taken.kind == "built-in" else f" at {taken.where}"
                         raise ConfigError(
@@ -161,14 +169,13 @@ def load_paths(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _strategies() -> dict[str, Strategy]:
+def _strategies() -> _Table:
     """The registry, loading built-ins and plugins on first use."""
     global _table
     if _table is None:
         with _lock:
             if _table is None:
-                _origins.clear()
-                table: dict[str, Strategy] = {}
+                table = _Table()
                 for cls in BUILTINS:
                     _add(table, cls(), Origin("built-in", "backfarm", "", cls.version))
                 for ep in _plugin_entry_points():
@@ -182,7 +189,7 @@ def _plugin_entry_points() -> list[EntryPoint]:
     return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
 
 
-def _add_plugin(table: dict[str, Strategy], ep: EntryPoint) -> None:
+def _add_plugin(table: _Table, ep: EntryPoint) -> None:
     """Load one plugin entry point into ``table`` or raise a ``ConfigError`` that names it."""
     where = f"strategy plugin '{ep.name}' ({ep.value})"
     try:
@@ -201,10 +208,10 @@ def _add_plugin(table: dict[str, Strategy], ep: EntryPoint) -> None:
     _add(table, instance, Origin("plugin", package, _source_hash(cls), f"{instance.version}+{package}"))
 
 
-def _add(table: dict[str, Strategy], instance: Strategy, found: Origin) -> None:
+def _add(table: _Table, instance: Strategy, found: Origin) -> None:
     """Put ``instance`` in the table with its origin."""
     table[instance.name] = instance
-    _origins[instance.name] = found
+    table.origins[instance.name] = found
 
 
 def _with_code(version: str, code: str) -> str:
@@ -238,11 +245,11 @@ def _instantiate(cls: object, where: str) -> Strategy:
         raise ConfigError(f"{where} is not usable: {_one_line(exc)}") from exc
 
 
-def _claim(table: dict[str, Strategy], instance: Strategy, where: str) -> None:
+def _claim(table: _Table, instance: Strategy, where: str) -> None:
     """Refuse a name that is already taken (built-ins can never be shadowed)."""
     if instance.name not in table:
         return
-    found = _origins.get(instance.name)
+    found = table.origins.get(instance.name)
     kind = found.kind if found is not None else "registered"
     raise ConfigError(f"{where} clashes with the {kind} strategy '{instance.name}'")
 

@@ -16,7 +16,7 @@ from backfarm.core.results import Filters
 from backfarm.farm.client import FarmExecutor, farm_batch_size
 from backfarm.farm.ledger import Ledger
 from backfarm.results.redis_store import RedisStore
-from backfarm.strategies.registry import register, strategy_names
+from backfarm.strategies.registry import load_paths
 from backfarm.sweeps.expand import Expansion, expand
 from backfarm.sweeps.run import run_sweep
 from backfarm.sweeps.spec import SweepSpec
@@ -34,10 +34,14 @@ FARM_ENV = {
 """The test clocks. Recovery after a lost worker takes the visibility timeout plus about a second."""
 
 
+CHAOS_FILE = HERE / "farmplugin.py"
+"""The chaos strategy's file: workers load it from their strategy path, as users' strategy files are."""
+
+
 @pytest.fixture
-def farm_env(tmp_path: Path, redis_url: str, plugin_path: str) -> dict[str, str]:
-    """Worker/client environment: the test Redis, a private data directory, short clocks, the chaos plugin."""
-    return worker_env(redis_url, tmp_path / "data", path=[plugin_path], COLUMNS="200", **FARM_ENV)
+def farm_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
+    """Worker/client environment: the test Redis, a private data directory, short clocks, the chaos strategy file."""
+    return worker_env(redis_url, tmp_path / "data", COLUMNS="200", BACKFARM_STRATEGY_PATH=str(CHAOS_FILE), **FARM_ENV)
 
 
 @pytest.fixture
@@ -47,24 +51,10 @@ def farm(farm_env: dict[str, str], tmp_path: Path) -> Iterator[Farm]:
 
 
 @pytest.fixture(scope="session")
-def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A directory that installs ``farmplugin.Chaos`` as a ``backfarm.strategies`` plugin for the workers."""
-    site = tmp_path_factory.mktemp("plugin-site")
-    dist = site / "backfarm_test_chaos-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: backfarm-test-chaos\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[backfarm.strategies]\nchaos = farmplugin:Chaos\n")
-    (site / "farmplugin.py").write_text((HERE / "farmplugin.py").read_text())
-    return str(site)
-
-
-@pytest.fixture(scope="session")
 def chaos() -> None:
-    """The chaos strategy, registered in the test process too (the client expands sweeps that use it)."""
-    if "chaos" not in strategy_names():
-        from tests.farm.farmplugin import Chaos
-
-        register(Chaos)
+    """The chaos strategy, loaded from its file in the test process too (the client expands sweeps that use it),
+    with the identity the workers give it."""
+    load_paths([CHAOS_FILE])
 
 
 def chaos_spec(param_sets: list[dict[str, int]], symbols: tuple[str, ...] = ("BTC-USD",)) -> SweepSpec:

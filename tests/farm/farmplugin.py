@@ -1,8 +1,8 @@
 """A strategy plugin for the farm's fault tests: it can be slow, raise, or kill its own worker process.
 
-The workers load it as a real plugin (an entry point in a ``*.dist-info`` directory on ``PYTHONPATH``, made by
-``conftest.plugin_path``); the test process registers it directly. Its defaults are harmless, so the workers'
-warm-up (which runs every strategy's defaults) is unaffected.
+The workers load it as a strategy file (``BACKFARM_STRATEGY_PATH``, set by ``conftest.farm_env``), and so does the
+test process (``conftest.chaos``): both give it the same identity, its code hash. Its defaults are harmless, so the
+workers' warm-up (which runs every strategy's defaults) is unaffected.
 """
 
 from __future__ import annotations

@@ -157,8 +157,14 @@ def test_register_adds_a_strategy(no_plugins: None) -> None:
     assert registry.register(AlwaysLong) is AlwaysLong
     assert isinstance(registry.get_strategy("always_long"), AlwaysLong)
     assert "always_long" in registry.strategy_names()
-    with pytest.raises(ConfigError, match="clashes with the registered strategy 'always_long'"):
-        registry.register(AlwaysLong)
+    found = registry.origin("always_long")
+    assert found.kind == "registered" and found.identity == f"1+code.{found.code}" and len(found.code) == 12
+
+    class AlwaysLongAgain(AlwaysLong):  # a notebook cell run again, edited: the new class replaces the old one
+        """Always fully invested (edited)."""
+
+    registry.register(AlwaysLongAgain)
+    assert isinstance(registry.get_strategy("always_long"), AlwaysLongAgain)
 
 
 def test_register_refuses_builtin_names_and_non_strategies(no_plugins: None) -> None:

@@ -51,6 +51,8 @@ TEMPORARY_RETRIES = 12
 """Retries of a batch that keeps hitting temporary errors before Celery gives up (reconcile re-enqueues it)."""
 FAILURE_RETRY_S = 1.0
 """Delay before failing jobs are retried (they usually fail again; the cap keeps this bounded)."""
+HAND_BACK_PAUSE_S = 1.0
+"""How long a worker without a batch's strategy code waits before handing the batch back (:func:`_hand_over`)."""
 
 
 @dataclass
@@ -114,10 +116,26 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
             # Acknowledging now would drop the batch: hand the message back instead (or, with Redis away, leave it
             # unacknowledged, to be restored after the visibility timeout).
             raise Reject(f"could not publish the retry ({failed}); returning the message", requeue=True) from None
-    if report.retry or back:
-        rest = Batch(tuple(report.retry + back), curves=decoded.curves).to_dict()
+    if back:
+        _hand_over(self, sweep_id, Batch(tuple(back), curves=decoded.curves))
+    if report.retry:
+        rest = Batch(tuple(report.retry), curves=decoded.curves).to_dict()
         raise self.retry(args=(sweep_id, rest), countdown=FAILURE_RETRY_S, max_retries=None)
     return report.summary()
+
+
+def _hand_over(task: Task, sweep_id: str, batch: Batch) -> None:
+    """Put ``batch`` back at the end of the queue for a worker that has its strategy code, after a pause.
+
+    A fresh message, not a Celery retry: a retry carries an ETA, and a worker holds ETA messages it receives beyond
+    its prefetch limit, so the worker without the code would keep taking its own hand-backs. The pause keeps it from
+    spinning on them while the workers with the code are busy. Publishing before this message is acknowledged means
+    a crash in between leaves two copies, which is safe (the done guard), never none."""
+    time.sleep(HAND_BACK_PAUSE_S)
+    try:
+        task.apply_async(args=(sweep_id, batch.to_dict()))
+    except (OperationalError, redis.RedisError, OSError) as failed:
+        raise Reject(f"could not hand the batch back ({failed}); returning the message", requeue=True) from None
 
 
 def split_by_code(jobs: Sequence[Job]) -> tuple[list[Job], list[Job]]:
