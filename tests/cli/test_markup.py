@@ -19,8 +19,11 @@ def test_strategies_list_keeps_brackets() -> None:
     assert result.exit_code == 0, result.output
     assert "parameters (default [low, high])" in result.stdout
     assert "lookback=60 [1, 5000]" in result.stdout
-    rule = next(line for line in result.stdout.splitlines() if line.startswith("│ momentum"))
-    assert "close[t] /" in rule  # the momentum rule: "close[t] / close[t - lookback] - 1", wrapped in its cell
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("│ momentum"))
+    block = lines[first : next(i for i in range(first, len(lines)) if not lines[i].startswith("│"))]
+    rule = " ".join(line.split("│")[-2].strip() for line in block)  # the rule cell, wrapped over the row's lines
+    assert "close[t] / close[t - lookback] - 1" in rule
 
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
