@@ -44,8 +44,8 @@ test: install redis-check chromium-check
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check backfarm tests benchmarks
-	$(BIN)/ruff format --check backfarm tests benchmarks
+	$(BIN)/ruff check backfarm tests benchmarks examples
+	$(BIN)/ruff format --check backfarm tests benchmarks examples
 
 # Strict for the layers below the edges; settings in pyproject.toml ([tool.mypy]).
 typecheck: install

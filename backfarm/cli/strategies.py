@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -34,11 +35,17 @@ def list_(strategy_path: options.StrategyPath = None) -> None:
         rules = "; ".join(r.text for r in strategy.rules)
         grid = sum(1 for _ in strategy.default_grid())
         found = origin(name)
-        where = found.kind if found.kind == "built-in" else f"{found.kind}: {found.where}"
+        where = found.kind if found.kind == "built-in" else f"{found.kind} {_relative(found.where)}"
         table.add_row(
             name, where, found.identity, params + (f"\nrule: {rules}" if rules else ""), str(grid), strategy.describe()
         )
     state.console.print(table)
+
+
+def _relative(where: str) -> str:
+    """A file strategy's ``path:line`` relative to the working directory when it lies below it (shorter to read)."""
+    path = Path(where)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else where
 
 
 def _param(p: Param) -> str:

@@ -190,6 +190,8 @@ def test_the_compose_file_runs_real_backfarm_commands_with_the_tested_settings()
         envs.append({k: v for k, v in env.items() if k.startswith("BACKFARM_TASK") or "VISIBILITY" in k})
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "candles:/data" in service["volumes"]
+        assert "./examples/strategies:/strategies:ro" in service["volumes"]  # the same strategy files everywhere
+        assert env["BACKFARM_STRATEGY_PATH"] == "/strategies"
     assert envs[0] == envs[1] == envs[2] == envs[3]  # the same clocks everywhere
     worker = services["worker"]
     queues = worker["command"][worker["command"].index("--queues") + 1].split(",")
