@@ -112,6 +112,13 @@ class Run:
         frame.insert(3, "exit_time", _times(ts[frame["exit_bar"].to_numpy(dtype=np.int64)]))
         return frame
 
+    def candles_frame(self) -> pd.DataFrame:
+        """The candles the run used, as an OHLCV DataFrame indexed by each bar's open time (UTC); filled gaps are
+        the flat bars with volume 0."""
+        c = self.candles
+        columns = {"open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}
+        return pd.DataFrame(columns, index=_times(c.ts))
+
     def plot(self, path: str | Path | None = None, width: int = 1200, height: int = 700) -> bytes:
         """The equity picture as PNG bytes (the dashboard's plot), also written to ``path`` if given."""
         png = plot_png(self.record, width, height)
@@ -142,8 +149,8 @@ def load_strategies(*paths: str | Path) -> list[str]:
 def backtest(
     strategy: StrategyLike,
     data: pd.DataFrame | None = None,
-    params: Mapping[str, Any] | None = None,
     *,
+    params: Mapping[str, Any] | None = None,
     symbol: str = "BTC-USD",
     granularity: str | None = None,
     days: int | None = None,
@@ -277,8 +284,8 @@ def sweep(
 def check(
     strategy: StrategyLike,
     data: pd.DataFrame | None = None,
-    params: Sequence[Mapping[str, Any]] | None = None,
     *,
+    params: Sequence[Mapping[str, Any]] | None = None,
     days: int = 5,
     symbol: str = "BTC-USD",
     cuts: int = 25,

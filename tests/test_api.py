@@ -162,3 +162,31 @@ def test_a_notebook_class_and_a_decorated_function_run_and_check(env: dict[str, 
     assert list(table["strategy_version"]) == [registry.identity("peek_api")]
     assert table["strategy_version"][0].endswith("+lookahead")
     assert Settings.from_env().data_dir == Path(env["BACKFARM_DATA_DIR"])
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = README.read_text()
+    after = text[text.index(heading) :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_the_readme_python_api_example_runs(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_python_block("### Python API"), "README.md", "exec"), {"__name__": "readme"})
+    assert (tmp_path / "dip.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_readme_strategy_file_example_runs(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "ema_cross.py").write_text(readme_python_block("### Write your own strategy"))
+    out = cli(env, "backtest", "--source", "synthetic", "--days", "7", "--strategy-path", str(folder),
+              "--strategies", "ema_cross", "--grid")  # fmt: skip
+    assert "30 jobs (30 computed, 0 reused)" in out and "ema_cross" in out  # a grid of 6 on 5 symbols
