@@ -6,7 +6,10 @@ data directory has not seen is put through :func:`backfarm.strategies.check.chec
 candles (so the verdict depends on the code alone); the verdict is remembered in ``strategies/checked.json`` under the
 data directory. A failing strategy is refused (a ``ValidationError`` naming it and the first bar that moved) unless
 lookahead is allowed; then its identity gains the ``+lookahead`` label, so every result it produces says so.
-Built-ins and installed plugins are not gated: their authors check them (``backfarm strategies check``).
+Built-ins and installed plugins are not gated: their authors check them (``backfarm strategies check``). A plugin is
+identified by its distribution's version, not its code; where Python can see its source, the gate remembers the code
+hash of each plugin identity (``strategies/plugins.json``) and warns when the code changed under the same version
+(stored results of the old code would be reused).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def gate(
     gated strategy, new or remembered."""
     seen = _read(_path(settings))
     verdicts: dict[str, Verdict] = {}
+    _watch_plugins(settings, names)
     for name in dict.fromkeys(names):
         found = origin(name)
         if found.kind not in GATED_KINDS or not found.code:
@@ -79,6 +83,33 @@ def gate(
             label_lookahead(name)
             log.warning("running %s although it fails the lookahead check; its results are labelled", name)
     return verdicts
+
+
+def _watch_plugins(settings: Settings, names: Sequence[str]) -> None:
+    """Warn about a plugin whose code changed while its distribution's version did not (where the code is seen)."""
+    path = settings.data_dir / "strategies" / "plugins.json"
+    found_of = {name: origin(name) for name in dict.fromkeys(names)}
+    plugins = {name: found for name, found in found_of.items() if found.kind == "plugin" and found.code}
+    if not plugins:
+        return
+    try:
+        known: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    changed = False
+    for name, found in plugins.items():
+        before = known.get(found.identity)
+        if before is not None and before != found.code:
+            log.warning(
+                "strategy %s: the code of %s changed but its version did not; results of the old code are reused "
+                "under the same job ids: bump the distribution's version",
+                name, found.where,
+            )  # fmt: skip
+        if before != found.code:
+            known[found.identity] = found.code
+            changed = True
+    if changed:
+        _write_json(path, known)
 
 
 def _check(settings: Settings, name: str) -> Verdict:
@@ -105,9 +136,14 @@ def _read(path: Path) -> dict[str, Verdict]:
 
 
 def _write(path: Path, seen: dict[str, Verdict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {key: {"ok": v.ok, "checked": v.checked, "message": v.message} for key, v in sorted(seen.items())}
+    _write_json(path, data)
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Write ``data`` atomically: readers see the old file or the new one, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with writing(path):
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)  # readers see the old verdicts or the new ones, never half a file
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)

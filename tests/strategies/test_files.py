@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from backfarm import Param, Rule, Strategy, strategy
+from backfarm.cli import app
 from backfarm.core.jobs import Params
 from backfarm.errors import ConfigError
 from backfarm.strategies import registry
@@ -216,3 +218,19 @@ def test_param_declarations_must_keep_their_own_bounds(kwargs: dict[str, object]
 def test_param_grid_defaults_to_the_default() -> None:
     p = Param("k", float, 2.0, 0.5, 8.0, log=True)
     assert p.grid == (2.0,) and p.log and p.step is None
+
+
+def test_a_bad_file_is_one_line_and_exit_2_on_every_command(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.py", "import numpy as np\n\n\nclass Broken(\n")
+    env = {"BACKFARM_DATA_DIR": str(tmp_path / "data"), "BACKFARM_REDIS_URL": ""}
+    for args in (
+        ["strategies", "list"],
+        ["strategies", "check"],
+        ["backtest", "--source", "synthetic", "--days", "1"],
+        ["paper", "start", "--duration", "1h", "--feed", "replay", "--source", "synthetic"],
+    ):
+        result = CliRunner().invoke(app, [*args, "--strategy-path", str(bad)], env=env)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == f"error: {bad}:4: syntax error: '(' was never closed\n", args
+    result = CliRunner().invoke(app, ["strategies", "list"], env={**env, "BACKFARM_STRATEGY_PATH": str(bad)})
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {bad}:4:")
