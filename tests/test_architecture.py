@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("execution",),
     ("sweeps", "farm", "paper", "simulator"),
     ("dashboard", "cli"),
+    ("api",),
 )
 SIDEWAYS = frozenset(
     {

@@ -1,4 +1,8 @@
-"""Process-wide CLI state set by the root callback: verbosity and the settings every command reads."""
+"""Process-wide CLI state set by the root callback: verbosity and the settings every command reads.
+
+The strategy registry is imported inside :func:`load_strategy_files`, as commands import what they run: loading it
+compiles numba kernels, which `backfarm --help` must not pay for.
+"""
 
 from __future__ import annotations
 
