@@ -34,8 +34,9 @@ from backfarm.engine.returns import blocks_for, daily_artifact
 from backfarm.errors import ConfigError
 from backfarm.results import columns
 from backfarm.results.rows import stored_row
+from backfarm.strategies.builtins import BUILTINS
 from backfarm.strategies.indicators import Indicators
-from backfarm.strategies.registry import all_strategies, base_identity, get_strategy, identity
+from backfarm.strategies.registry import base_identity, get_strategy, identity
 
 
 @dataclass
@@ -212,6 +213,8 @@ def warm_up() -> None:
     """Load (or compile) every numba kernel the built-ins and the engine use, on a small in-memory series.
 
     Run once per process before real work (and before forking) so no batch pays compilation or cache loading.
+    Strategy files and plugins are left out: their code runs only for their own jobs (an error in it must fail those
+    jobs, not the start of a worker).
     """
     n = 400
     rng = np.random.default_rng(0)
@@ -226,7 +229,7 @@ def warm_up() -> None:
     for name in ("sma", "stdev", "ema", "zscore", "highest", "lowest", "roc", "rsi", "atr"):
         getattr(indicators, name)(10)  # every indicator a strategy (a built-in or the user's own) may ask for
     costs = Costs(stop_loss_bps=100.0, take_profit_bps=100.0)
-    for strategy in all_strategies().values():
+    for strategy in (cls() for cls in BUILTINS):
         for params in [strategy.resolve({}), *list(strategy.default_grid())[:1]]:
             exposure = strategy.exposure(indicators, params)
             run_backtest(open_, high, low, close, exposure, costs, 1000.0, 525600.0)

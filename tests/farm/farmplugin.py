@@ -1,8 +1,7 @@
 """A strategy plugin for the farm's fault tests: it can be slow, raise, or kill its own worker process.
 
 The workers load it as a strategy file (``BACKFARM_STRATEGY_PATH``, set by ``conftest.farm_env``), and so does the
-test process (``conftest.chaos``): both give it the same identity, its code hash. Its defaults are harmless, so the
-workers' warm-up (which runs every strategy's defaults) is unaffected.
+test process (``conftest.chaos``): both give it the same identity, its code hash.
 """
 
 from __future__ import annotations
