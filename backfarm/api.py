@@ -18,7 +18,8 @@
 Every function takes the same inputs as the CLI and goes through the same code (the sweep spec, its expansion,
 :func:`backfarm.execution.runner.run_job`), so the numbers are the CLI's to the last digit. Settings come from the
 ``BACKFARM_*`` environment unless ``settings`` is given; ``redis`` (or ``BACKFARM_REDIS_URL``) runs a sweep on the
-farm. A strategy given as a class is registered under its name first (a class edited and given again replaces it).
+farm. Costs are a :class:`Costs` (``bf.Costs(fee_bps=10, stop_loss_bps=200)``; fields the CLI's cost flags).
+A strategy given as a class is registered under its name first (a class edited and given again replaces it).
 Errors are :class:`backfarm.errors.BackfarmError` subclasses with the CLI's one-line messages.
 """
 
@@ -40,6 +41,7 @@ from backfarm.candles.load import fill_gaps, load_candles
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
 from backfarm.core.candles import GRANULARITIES, Candles, bars_per_year
+from backfarm.core.costs import Costs
 from backfarm.core.jobs import Job
 from backfarm.core.results import Filters, ResultRecord
 from backfarm.dashboard.plot import plot_png
@@ -58,7 +60,7 @@ from backfarm.sweeps.lookahead import gate
 from backfarm.sweeps.run import expand_spec, run_sweep
 from backfarm.sweeps.spec import SweepSpec
 
-__all__ = ["Run", "backtest", "check", "load_strategies", "sweep"]
+__all__ = ["Costs", "Run", "backtest", "check", "load_strategies", "sweep"]
 
 StrategyLike = str | type[Strategy] | Strategy
 """A strategy by name, as a class, or as an instance of one."""
@@ -157,15 +159,11 @@ def backtest(
     start: str | None = None,
     end: str | None = None,
     source: str = "coinbase",
-    fee_bps: float | None = None,
-    spread_bps: float | None = None,
-    slippage_bps: float | None = None,
-    stop_loss_bps: float | None = None,
-    take_profit_bps: float | None = None,
+    costs: Costs | None = None,
     capital: float = 10_000.0,
     settings: Settings | None = None,
 ) -> Run:
-    """Backtest ``strategy`` with ``params`` (defaults for the rest) and costs (the CLI's defaults for those not given).
+    """Backtest ``strategy`` with ``params`` (defaults for the rest) and ``costs`` (default: the CLI's, ``Costs()``).
 
     On ``data``, a DataFrame with ``open``, ``high``, ``low``, ``close`` (and optionally ``volume``) columns and a
     DatetimeIndex or a ``time`` column (UTC; naive means UTC) of regular bars: ``granularity`` is inferred when not
@@ -175,16 +173,8 @@ def backtest(
     """
     chosen = settings or Settings.from_env()
     name = _name_of(strategy)
-    flags: dict[str, Any] = {
-        "strategies": name,
-        "params": [_params_flag(name, params or {})],
-        "fee_bps": fee_bps,
-        "spread_bps": spread_bps,
-        "slippage_bps": slippage_bps,
-        "stop_loss_bps": stop_loss_bps,
-        "take_profit_bps": take_profit_bps,
-        "capital": capital,
-    }
+    flags: dict[str, Any] = {"strategies": name, "params": [_params_flag(name, params or {})], "capital": capital}
+    flags |= (costs or Costs()).to_dict()
     if data is not None:
         if any(v is not None for v in (days, start, end)):
             raise ValidationError("backtest: give data or a window (days, start, end), not both")
@@ -230,11 +220,7 @@ def sweep(
     window: str | None = None,
     step: str | None = None,
     source: str | None = None,
-    fee_bps: float | None = None,
-    spread_bps: float | None = None,
-    slippage_bps: float | None = None,
-    stop_loss_bps: float | None = None,
-    take_profit_bps: float | None = None,
+    costs: Costs | None = None,
     capital: float | None = None,
     workers: int | None = None,
     redis: str | None = None,
@@ -265,12 +251,8 @@ def sweep(
         "window": window,
         "step": step,
         "source": source,
-        "fee_bps": fee_bps,
-        "spread_bps": spread_bps,
-        "slippage_bps": slippage_bps,
-        "stop_loss_bps": stop_loss_bps,
-        "take_profit_bps": take_profit_bps,
         "capital": capital,
+        **(costs or Costs()).to_dict(),
     }
     spec = SweepSpec.from_flags(flags)
     gate(chosen, spec.strategies, allow=allow_lookahead)

@@ -66,18 +66,19 @@ def cli(env: dict[str, str], *args: str) -> str:
 
 def test_the_cli_and_the_api_give_identical_numbers(env: dict[str, str], trend_file: Path) -> None:
     cli(env, "backtest", "--strategy-path", str(trend_file), "--params", "trend_api:n=24,band=0.01",
-        "--symbols", "ETH-USD", *FLAGS)  # fmt: skip
+        "--symbols", "ETH-USD", "--fee-bps", "10", "--stop-loss-bps", "150", *FLAGS)  # fmt: skip
     (row,) = json.loads(cli(env, "leaderboard", "--format", "json", "--top", "0"))
     assert bf.load_strategies(trend_file) == ["trend_api"]
-    run = bf.backtest("trend_api", params={"n": 24, "band": 0.01}, symbol="ETH-USD", **WINDOW)
+    costs = bf.Costs(fee_bps=10, stop_loss_bps=150)
+    run = bf.backtest("trend_api", params={"n": 24, "band": 0.01}, symbol="ETH-USD", costs=costs, **WINDOW)
     assert run.record.job_id == row["job_id"]
     assert run.metrics == row["metrics"]  # every metric, to the last digit
     assert run.record.strategy_version == registry.identity("trend_api")
     # The sweep from Python reuses the CLI's result and adds the rest of the grid, with the CLI's numbers.
-    table = bf.sweep("trend_api", symbols=["ETH-USD"], grid=True, **WINDOW)
+    table = bf.sweep("trend_api", symbols=["ETH-USD"], grid=True, costs=costs, **WINDOW)
     assert len(table) == 3 and set(table["n"]) == {6, 12, 24}
     out = cli(env, "backtest", "--strategy-path", str(trend_file), "--strategies", "trend_api", "--grid",
-              "--symbols", "ETH-USD", *FLAGS)  # fmt: skip
+              "--symbols", "ETH-USD", "--fee-bps", "10", "--stop-loss-bps", "150", *FLAGS)  # fmt: skip
     assert "3 jobs (0 computed, 3 reused)" in out
     rows = {r["job_id"]: r for r in json.loads(cli(env, "leaderboard", "--format", "json", "--top", "0"))}
     for record in table.to_dict("records"):

@@ -29,6 +29,10 @@ class Costs:
     take_profit_bps: float | None = None
 
     def __post_init__(self) -> None:
+        for name in _FIELDS:  # floats whatever was given: 10 and 10.0 are the same costs, and one job id
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         for name in ("fee_bps", "spread_bps", "slippage_bps"):
             value = getattr(self, name)
             if not 0.0 <= value < 5000.0:

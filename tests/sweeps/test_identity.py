@@ -97,3 +97,13 @@ def test_ids_made_from_a_shared_template_are_the_ids_of_the_jobs(params: dict[st
     template = Job("momentum", "1", {"lookback": 10}, "BTC-USD", "1m", "2026-01-01T00:00:00Z",
                    "2026-02-01T00:00:00Z", "synthetic", Costs(), 10_000.0)  # fmt: skip
     assert Job.id_maker(template)(params) == dataclasses.replace(template, params=params, job_id="").job_id
+
+
+def test_whole_number_costs_are_the_same_costs_as_floats() -> None:
+    """``Costs(fee_bps=10)`` (Python) and ``--fee-bps 10`` (the CLI gives 10.0) are one job, not two."""
+    as_int, as_float = Costs(fee_bps=10, stop_loss_bps=150), Costs(fee_bps=10.0, stop_loss_bps=150.0)
+    assert as_int == as_float and as_int.to_dict() == as_float.to_dict()
+    assert all(isinstance(v, float) for v in as_int.to_dict().values() if v is not None)
+    job = Job("momentum", "1", {"lookback": 5}, "BTC-USD", "1h", "2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z",
+              "synthetic", as_int, 10_000.0)  # fmt: skip
+    assert job.job_id == dataclasses.replace(job, costs=as_float, job_id="").job_id
