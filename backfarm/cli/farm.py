@@ -27,6 +27,7 @@ from rich.text import Text
 
 from backfarm._util.outage import Outage
 from backfarm.cli import options, state
+from backfarm.core.formatting import count
 from backfarm.errors import ConfigError, ServiceUnavailable, TemporaryError, ValidationError, did_you_mean
 from backfarm.sweeps.spec import split_list
 
@@ -89,9 +90,9 @@ def worker(
     handed back to a worker that has it."""
     from backfarm._util.connection import check_redis
     from backfarm._util.cpu import default_workers
-    from backfarm.farm import lifecycle
+    from backfarm.farm import lifecycle, watchdog
     from backfarm.farm.app import create_app
-    from backfarm.farm.keys import QUEUES
+    from backfarm.farm.keys import BACKTEST_QUEUE, QUEUES
 
     chosen = split_list(queues)
     if not chosen:
@@ -112,6 +113,8 @@ def worker(
         state.err_console.print(f"warning: {str(exc).rstrip('.')}; the worker keeps trying to connect")
     state.load_strategy_files(strategy_path)
     lifecycle.install(settings, chosen)
+    if BACKTEST_QUEUE in chosen:
+        watchdog.install(settings)
     _worker_logging(level)
     node = name or f"backfarm-{os.getpid()}@{socket.gethostname()}"
     argv = ["worker", f"--loglevel={level}", f"--queues={','.join(chosen)}", f"--hostname={node}"]
@@ -309,6 +312,7 @@ def status_report(store: ResultStore, sweep_id: str, farm: FarmClient | None) ->
     }
     if farm is not None:
         from backfarm.farm.client import live_workers
+        from backfarm.farm.watchdog import last_reconcile
 
         attempts = farm.ledger.attempts(sweep_id)
         report["cancelled"] = farm.ledger.is_cancelled(sweep_id)
@@ -320,6 +324,7 @@ def status_report(store: ResultStore, sweep_id: str, farm: FarmClient | None) ->
         report["queues"] = farm.ledger.queue_lengths()
         report["workers"] = live_workers(farm.app)
         report["strategy_code"] = _strategy_code(farm, info.spec.get("strategies") or [])
+        report["reconciled"] = last_reconcile(farm.store.conn, farm.ledger.keys, info.sweep_id)
     return report
 
 
@@ -377,6 +382,13 @@ def _status_view(report: dict[str, Any]) -> Group:
             if len(copies) > 1 or "missing" in copies:  # only what can keep jobs from running
                 shown = "; ".join(f"{identity} on {', '.join(names)}" for identity, names in copies.items())
                 parts.append(f"strategy {name} on the workers: {shown}")
+    if report.get("reconciled"):
+        note = report["reconciled"]
+        at = datetime.fromtimestamp(note["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        parts.append(
+            f"reconciled by the farm: at {at} UTC worker {note['worker']} re-enqueued {count(note['jobs'], 'job')} "
+            f"after {note['stalled_s']:,} s without progress and nothing queued or in flight"
+        )
     if report.get("paper"):
         paper = Table(title="paper sessions", title_justify="left", header_style="bold")
         for col in ("session", "status", "feed", "accounts", "bar", "worker"):

@@ -10,6 +10,7 @@ key                       type    holds
 ``rate:{scope}``          string  the next free slot of a cluster-wide rate limit (Coinbase's, GCRA)
 ``slowdown:{scope}``      hash    how much 429s slowed that limit down, and when (``factor``, ``at``)
 ``worker:{name}``         string  a live worker's strategies (name → identity), expiring unless it refreshes it
+``reconciled:{sweep}``    string  the last time a worker's watchdog re-enqueued a stalled sweep: when, who, how many
 ========================  ======  ================================================================================
 
 kombu (Celery's Redis transport) keeps each queue as a list named after it (:data:`QUEUES`) and the messages handed
@@ -56,6 +57,10 @@ class FarmKeys(KeySpace):
     def slowdown(self, scope: str) -> str:
         """How much the farm's 429s slowed a rate limit down, and when it last grew."""
         return self.key("slowdown", scope)
+
+    def reconciled(self, sweep_id: str) -> str:
+        """What a worker's watchdog last did for a stalled sweep (JSON: at, worker, jobs)."""
+        return self.key("reconciled", sweep_id)
 
     def worker(self, name: str) -> str:
         """A live worker's presence: the strategies it can run (expires when the worker stops refreshing it)."""

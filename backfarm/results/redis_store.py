@@ -558,6 +558,11 @@ class RedisStore(ResultStore):
         infos = self._infos(self._sweep_ids())
         return sorted(infos, key=lambda s: (-s.created_at, s.sweep_id))
 
+    def recent_sweeps(self, limit: int) -> list[SweepInfo]:
+        """The ``limit`` newest sweeps, newest first (what a worker's watchdog looks at)."""
+        ids = [str(s) for s in self._r.zrange(self.keys.sweeps, 0, limit - 1, desc=True)]
+        return self._infos(ids)
+
     def _sweep_ids(self) -> list[str]:
         return [str(s) for s in self._r.zrange(self.keys.sweeps, 0, -1)]
 
