@@ -47,22 +47,42 @@ def acquire(store: SessionStore, session_id: str, token: str, lease_s: float, wa
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease every third of its life; sets ``lost`` when it is no longer ours."""
+    """Renews the lease every third of its life; sets ``lost`` when it is no longer ours.
+
+    A store that cannot be reached is tried again at the next renewal (the commits are fenced anyway). If the lease
+    expired during such an outage, the keeper takes it back when nobody else did and the session still names this
+    runner's worker as running: the runner rode the outage out with its state in memory, and nothing of another
+    runner can be overwritten (a runner that took over would hold the lease or have marked the session its own).
+    """
 
     def __init__(self, store: SessionStore, session_id: str, token: str, ttl_s: float) -> None:
         super().__init__(name=f"lease-{session_id}", daemon=True)
         self.store, self.session_id, self.token, self.ttl_s = store, session_id, token, ttl_s
         self.lost = threading.Event()
         self._halt = threading.Event()
+        self._unreachable = False
 
     def run(self) -> None:
         while not self._halt.wait(self.ttl_s / 3.0):
             try:
-                if not self.store.renew(self.session_id, self.token, self.ttl_s):
+                if not self.store.renew(self.session_id, self.token, self.ttl_s) and not self._reclaim():
                     self.lost.set()
                     return
+                self._unreachable = False
             except TemporaryError as exc:  # keep trying: the commits are fenced anyway
+                self._unreachable = True
                 log.warning("session %s: lease renewal failed: %s", self.session_id, exc)
+
+    def _reclaim(self) -> bool:
+        """After an outage: take an expired lease back if the session is still ours (see the class docstring)."""
+        if not self._unreachable:
+            return False
+        info = self.store.get(self.session_id)
+        ours = info is not None and info.status == "running" and info.worker == self.token.rsplit(":", 1)[0]
+        if ours and self.store.acquire(self.session_id, self.token, self.ttl_s):
+            log.warning("session %s: the lease expired while the store was unreachable; taken back", self.session_id)
+            return True
+        return False
 
     def stop(self) -> None:
         """Stop renewing (the caller releases the lease)."""

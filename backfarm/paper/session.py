@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from backfarm._util.outage import Outage
 from backfarm._util.time import from_ns, iso, parse_iso, to_ns
 from backfarm.candles.load import load_candles
 from backfarm.coinbase.client import CoinbaseClient
@@ -54,6 +55,8 @@ from backfarm.strategies.registry import get_strategy
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 0.5
+HOLD_RETRY_S = 1.0
+"""How often the last commit of a session is tried again while the store is unreachable."""
 """How often a running session looks for a stop request."""
 
 QuoteFactory = Callable[[SessionSpec, Settings], QuoteSource]
@@ -145,8 +148,17 @@ def _run_owned(
     runner = SessionRunner(current.spec, settings, store, token, keeper.lost, quotes=quotes, rules=rules)
     outcome = runner.run()
     outcome.resumed = resumed
-    publish(store, session_id, runner.result_records(), outcome.status, dict(outcome.metrics), settings, results)
-    return outcome
+    outage = Outage(settings.redis_outage_s)
+    while True:  # the results of a session that ran to its end are published once the store answers
+        try:
+            publish(
+                store, session_id, runner.result_records(), outcome.status, dict(outcome.metrics), settings, results
+            )
+            return outcome
+        except TemporaryError:
+            if outage.failed() is None:
+                raise
+            time.sleep(HOLD_RETRY_S)
 
 
 # --- the runner --------------------------------------------------------------------------------------------------
@@ -203,6 +215,9 @@ class SessionRunner:
         self._equity: list[list[Any]] = []
         self._bars: list[dict[str, Any]] = []
         self._next_check = 0.0
+        self._outage = Outage(settings.redis_outage_s)
+        self._holding = False
+        """The store could not take the last commit: what it lacks is held in memory."""
 
     # --- set-up --------------------------------------------------------------------------------------------------
 
@@ -322,14 +337,34 @@ class SessionRunner:
             if isinstance(event, Tick):
                 # A replayed fill is committed with its bar's close (a resume replays the bar identically).
                 if self._on_tick(event) and not self.spec.replay:
-                    self._commit()
+                    self._commit_or_hold()
             elif isinstance(event, BarClosed):
                 self._on_bar(event)
                 if self._step_complete(event):
-                    self._commit()
+                    self._commit_or_hold()
             self._check(feed)
         self.done = True
-        self._commit()
+        while not self._commit_or_hold():
+            time.sleep(HOLD_RETRY_S)  # the last commit must land: wait for the store (up to the outage limit)
+
+    def _commit_or_hold(self) -> bool:
+        """Commit, or, while the store is unreachable, keep what is new in memory for the next commit (every commit
+        carries everything since the last one that landed); gives up after ``BACKFARM_REDIS_OUTAGE`` seconds.
+        True when the commit landed."""
+        try:
+            self._commit()
+        except TemporaryError as exc:
+            down = self._outage.failed()
+            if down is None:
+                raise
+            if not self._holding:
+                log.warning("session %s: %s; holding its bars in memory and trying again", self.sid, exc)
+            self._holding = True
+            return False
+        if (was_down := self._outage.answered()) is not None:
+            log.warning("session %s: the store answers again after %.0f s; committed what was held", self.sid, was_down)
+        self._holding = False
+        return True
 
     def _step_complete(self, event: BarClosed) -> bool:
         """Live: every bar. Replay: once every symbol has closed bar ``index`` (one commit per bar step)."""
@@ -343,10 +378,14 @@ class SessionRunner:
         if self.lost.is_set():
             raise LeaseLost(f"session {self.sid}: lease lost")
         now = time.monotonic()
-        if now < self._next_check:
-            return
+        if now < self._next_check or self._holding:
+            return  # (while the store is away, a stop request waits for it too)
         self._next_check = now + CHECK_EVERY_S
-        if not self.stopped and self.store.stop_requested(self.sid):
+        try:
+            requested = not self.stopped and self.store.stop_requested(self.sid)
+        except TemporaryError:
+            return  # the store is away: the next commit finds out, and holds
+        if requested:
             self.stopped = True
             self.notes.append(f"stop requested at {iso(datetime.now(UTC))}")
             feed.finish()
