@@ -153,15 +153,10 @@ def _describe(spec: Any) -> str:
 
 def _enqueue(spec: Any, settings: Any) -> None:
     from backfarm._util.connection import check_redis
-    from backfarm.farm.app import close_app, create_app
-    from backfarm.farm.tasks.paper import enqueue_session
+    from backfarm.farm.client import enqueue_paper
 
     check_redis(settings.require_redis_url())
-    celery = create_app(settings)
-    try:
-        enqueue_session(celery, spec)
-    finally:
-        close_app(celery)
+    enqueue_paper(settings, spec)
 
 
 def _spawn(session_id: str, settings: Any) -> None:

@@ -34,7 +34,9 @@ from backfarm.farm.keys import BACKTEST_QUEUE, DATA_QUEUE, UNACKED
 from backfarm.farm.ledger import Ledger
 from backfarm.farm.tasks.backtest import BATCH_TASK
 from backfarm.farm.tasks.data import FETCH_TASK
+from backfarm.farm.tasks.paper import enqueue_session
 from backfarm.farm.watch import Pinger, Progress, RateWindow, Wakeups, known_workers
+from backfarm.paper.spec import SessionSpec
 from backfarm.results.redis_store import RedisStore
 from backfarm.results.store import ResultStore
 from backfarm.sweeps.run import rebuild_expansion
@@ -69,6 +71,15 @@ def farm_batch_size(jobs: Sequence[Job]) -> int:
     by_work = TARGET_BATCH_BAR_STEPS // bars
     by_spread = -(-len(jobs) // MIN_BATCHES)
     return int(min(MAX_BATCH, max(MIN_BATCH, min(by_work, by_spread))))
+
+
+def enqueue_paper(settings: Settings, spec: SessionSpec) -> None:
+    """Hand a stored paper session to the farm's paper workers (an app made and closed for the one message)."""
+    app = create_app(settings)
+    try:
+        enqueue_session(app, spec)
+    finally:
+        close_app(app)
 
 
 def live_workers(app: Celery, timeout: float = 0.5) -> list[str]:

@@ -16,12 +16,16 @@ from backfarm.candles.load import load_candles
 from backfarm.config import Settings
 from backfarm.core.candles import bars_per_year
 from backfarm.engine.backtest import BacktestResult, run_backtest
+from backfarm.farm.client import enqueue_paper
+from backfarm.paper.session import run_session
 from backfarm.paper.spec import SessionSpec, build_spec, parse_time
-from backfarm.paper.store.base import Commit
+from backfarm.paper.store.base import Commit, SessionStore
+from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy
-from tests.workers import Farm, farm_fixture, worker_env
+from tests.workers import Farm, farm_fixture, wait_for, worker_env
 
 PAPER_ENV = {
     "BACKFARM_TASK_SOFT_TIME_LIMIT": "8",
@@ -113,3 +117,33 @@ def paper_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
 def paper_farm(paper_env: dict[str, str], tmp_path: Path) -> Iterator[Farm]:
     """A farm of paper workers, none started yet; every worker started through it is killed at the end."""
     yield from farm_fixture(paper_env, tmp_path, queues="paper")
+
+
+def uninterrupted(
+    settings: Settings, tmp_path: Path, strategies: list[str], symbols: list[str], duration: str, start: str, **kw: Any
+) -> tuple[SQLiteSessionStore, SessionSpec, Any]:
+    """The replay session of these arguments run in this process at max speed, uninterrupted: its store, its spec
+    and its outcome (what a session interrupted on the farm must end up with)."""
+    spec = replay_spec(strategies, symbols, duration, start, **kw)
+    local = SQLiteSessionStore(tmp_path / "reference.sqlite")
+    local.create(spec)
+    outcome = run_session(local, spec.session_id, settings, results=EmbeddedStore(tmp_path / "reference-results"))
+    return local, spec, outcome
+
+
+def bars_done(store: SessionStore, session_id: str) -> int:
+    """Bars every symbol of the session has played, by its last checkpoint."""
+    checkpoint = store.checkpoint(session_id)
+    return min(checkpoint.cursor["bars_done"].values()) if checkpoint else 0
+
+
+def run_on_worker(farm: Farm, name: str, settings: Settings, spec: SessionSpec, bars: int) -> tuple[Any, Any]:
+    """Store ``spec`` in the farm's Redis, start paper worker ``name``, hand it the session and wait until it has
+    played ``bars`` bars: the session store and the worker."""
+    store = RedisSessionStore(settings.require_redis_url())
+    store.create(spec)
+    worker = farm.start(name)
+    farm.ready(worker)
+    enqueue_paper(settings, spec)
+    wait_for(lambda: bars_done(store, spec.session_id) >= bars, 60, f"the session to get going on {name}")
+    return store, worker

@@ -11,14 +11,8 @@ from pathlib import Path
 
 from backfarm.config import Settings
 from backfarm.core.results import Filters
-from backfarm.farm.app import close_app, create_app
-from backfarm.farm.tasks.paper import enqueue_session
-from backfarm.paper.session import run_session
-from backfarm.paper.store.redis_store import RedisSessionStore
-from backfarm.paper.store.sqlite import SQLiteSessionStore
-from backfarm.results.embedded import EmbeddedStore
 from backfarm.results.redis_store import RedisStore
-from tests.paper.conftest import FAST_PARAMS, replay_spec
+from tests.paper.conftest import FAST_PARAMS, bars_done, replay_spec, run_on_worker, uninterrupted
 from tests.workers import Farm, wait_for
 
 STRATEGIES = ["momentum", "mean_reversion", "breakout"]
@@ -33,30 +27,15 @@ def test_sigkilled_worker_resumes_elsewhere_with_each_fill_once(
     spec = replay_spec(STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", speed=900, params=FAST_PARAMS, lease_s=2.0)
 
     # The same session, uninterrupted, in this process at max speed: the expected outcome.
-    reference_spec = replay_spec(STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", params=FAST_PARAMS)
-    local = SQLiteSessionStore(tmp_path / "reference.sqlite")
-    local.create(reference_spec)
-    expected = run_session(local, reference_spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"))
+    local, reference_spec, expected = uninterrupted(
+        settings, tmp_path, STRATEGIES, SYMBOLS, "2h", "2024-06-03T00:00:00Z", params=FAST_PARAMS
+    )
     expected_fills = [(f.fill_id, f.side, f.qty, f.price) for f in local.fills(reference_spec.session_id)]
     assert len(expected_fills) > 20
 
-    store = RedisSessionStore(settings.redis_url)
-    store.create(spec)
-    first = paper_farm.start("first")
-    paper_farm.ready(first)
-    app = create_app(settings)
-    try:
-        enqueue_session(app, spec)
-    finally:
-        close_app(app)
-
-    def progress() -> int:
-        checkpoint = store.checkpoint(spec.session_id)
-        return min(checkpoint.cursor["bars_done"].values()) if checkpoint else 0
-
-    wait_for(lambda: progress() >= 30, 60, "the session to get going on the first worker")
+    store, first = run_on_worker(paper_farm, "first", settings, spec, bars=30)
     first.kill()
-    killed_at = progress()
+    killed_at = bars_done(store, spec.session_id)
     assert killed_at < spec.window_bars, "the session finished before the kill: make it slower"
     info = store.get(spec.session_id)
     assert info.status == "running"

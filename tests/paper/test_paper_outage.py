@@ -12,15 +12,13 @@ import pytest
 
 from backfarm.config import Settings
 from backfarm.errors import RedisUnreachable
-from backfarm.farm.app import close_app, create_app
-from backfarm.farm.tasks.paper import enqueue_session
 from backfarm.paper.lease import LeaseKeeper
 from backfarm.paper.session import run_session
 from backfarm.paper.store.base import Commit
 from backfarm.paper.store.redis_store import RedisSessionStore
 from backfarm.paper.store.sqlite import SQLiteSessionStore
 from backfarm.results.embedded import EmbeddedStore
-from tests.paper.conftest import FAST_PARAMS, PAPER_ENV, replay_spec
+from tests.paper.conftest import FAST_PARAMS, PAPER_ENV, replay_spec, run_on_worker, uninterrupted
 from tests.redis_server import RedisServer
 from tests.workers import Farm, wait_for, worker_env
 
@@ -119,28 +117,13 @@ def test_a_session_on_a_worker_rides_out_a_redis_restart(tmp_path: Path) -> None
     # 180 one-minute bars at 12x real time: 15 s of wall clock, a restart of Redis of about 3 s in the middle; the
     # lease (10 s) outlives the outage, so the runner keeps it and carries on.
     spec = replay_spec(STRATEGIES, SYMBOLS, "3h", "2024-06-03T00:00:00Z", speed=720, params=FAST_PARAMS, lease_s=10.0)
-    reference_spec = replay_spec(STRATEGIES, SYMBOLS, "3h", "2024-06-03T00:00:00Z", params=FAST_PARAMS)
-    local = SQLiteSessionStore(tmp_path / "reference.sqlite")
-    local.create(reference_spec)
-    expected = run_session(local, reference_spec.session_id, settings, results=EmbeddedStore(tmp_path / "r"))
+    local, reference_spec, expected = uninterrupted(
+        settings, tmp_path, STRATEGIES, SYMBOLS, "3h", "2024-06-03T00:00:00Z", params=FAST_PARAMS
+    )
     (tmp_path / "logs").mkdir()
     farm = Farm(env, tmp_path / "logs", queues="paper")
     try:
-        store = RedisSessionStore(server.url)
-        store.create(spec)
-        worker = farm.start("paper1")
-        farm.ready(worker)
-        app = create_app(settings)
-        try:
-            enqueue_session(app, spec)
-        finally:
-            close_app(app)
-
-        def progress() -> int:
-            checkpoint = store.checkpoint(spec.session_id)
-            return min(checkpoint.cursor["bars_done"].values()) if checkpoint else 0
-
-        wait_for(lambda: progress() >= 40, 60, "the session to get going")
+        store, worker = run_on_worker(farm, "paper1", settings, spec, bars=40)
         server.stop()
         time.sleep(3.0)  # the outage itself (a fault held for a while, not a wait for a condition)
         server.start()

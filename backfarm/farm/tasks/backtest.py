@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import Reject, Retry
-from kombu.exceptions import OperationalError
+from celery.exceptions import Reject
 
 from backfarm.core.jobs import Batch, Job
 from backfarm.errors import ConfigError, DataError, RedisRefusesWrites, RedisUnreachable, TemporaryError
@@ -40,6 +39,7 @@ from backfarm.farm import lifecycle
 from backfarm.farm.fetch import ensure_window
 from backfarm.farm.lifecycle import WorkerContext
 from backfarm.farm.presence import Presence, missing_reason
+from backfarm.farm.tasks.retry import PUBLISH_ERRORS, backoff, retry_later
 from backfarm.strategies.registry import all_strategies, base_identity, identity
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,9 @@ def batch_task(self: Task, sweep_id: str, batch: dict[str, Any]) -> dict[str, An
         )
         _announce(ctx, sweep_id, report, self.request.hostname)
     except TemporaryError as exc:
-        countdown = min(30.0, 2.0 ** min(self.request.retries, 5))
+        countdown = backoff(self.request.retries)
         log.warning("batch %s of sweep %s: %s; retrying in %.0f s", decoded.batch_id, sweep_id, exc, countdown)
-        try:
-            raise self.retry(exc=exc, countdown=countdown, max_retries=TEMPORARY_RETRIES) from None
-        except Retry:
-            raise
-        except (OperationalError, redis.RedisError, OSError) as failed:  # the retry could not be published
-            # Acknowledging now would drop the batch: hand the message back instead (or, with Redis away, leave it
-            # unacknowledged, to be restored after the visibility timeout).
-            raise Reject(f"could not publish the retry ({failed}); returning the message", requeue=True) from None
+        retry_later(self, exc, TEMPORARY_RETRIES)
     if back:
         _hand_over(self, sweep_id, Batch(tuple(back), curves=decoded.curves))
     if report.retry:
@@ -134,7 +127,7 @@ def _hand_over(task: Task, sweep_id: str, batch: Batch) -> None:
     time.sleep(HAND_BACK_PAUSE_S)
     try:
         task.apply_async(args=(sweep_id, batch.to_dict()))
-    except (OperationalError, redis.RedisError, OSError) as failed:
+    except PUBLISH_ERRORS as failed:
         raise Reject(f"could not hand the batch back ({failed}); returning the message", requeue=True) from None
 
 

@@ -18,15 +18,13 @@ import logging
 import threading
 from typing import Any
 
-import redis
 from celery import Celery, Task, signals
-from celery.exceptions import Reject, Retry
-from kombu.exceptions import OperationalError
 
 from backfarm.config import Settings
 from backfarm.errors import ServiceUnavailable, TemporaryError, UserError
 from backfarm.farm import lifecycle
 from backfarm.farm.keys import PAPER_QUEUE
+from backfarm.farm.tasks.retry import backoff, retry_later
 from backfarm.paper.lease import LeaseBusy
 from backfarm.paper.session import run_session
 from backfarm.paper.spec import SessionSpec
@@ -63,15 +61,8 @@ def session_task(self: Task, session_id: str) -> dict[str, Any]:
         log.warning("paper session %s: %s; this runner stops", session_id, exc)
         return {"session": session_id, "lease_lost": True}
     except TemporaryError as exc:
-        countdown = min(30.0, 2.0 ** min(self.request.retries, 5))
-        log.warning("paper session %s: %s; resuming in %.0f s", session_id, exc, countdown)
-        try:
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from None
-        except Retry:
-            raise
-        except (OperationalError, redis.RedisError, OSError) as failed:  # the retry could not be published
-            # Acknowledging now would leave the session to the orphan watchdog: hand the message back instead.
-            raise Reject(f"could not publish the retry ({failed}); returning the message", requeue=True) from None
+        log.warning("paper session %s: %s; resuming in %.0f s", session_id, exc, backoff(self.request.retries))
+        retry_later(self, exc, None)
     except UserError as exc:
         log.error("paper session %s failed: %s", session_id, exc)
         return {"session": session_id, "failed": str(exc)}
