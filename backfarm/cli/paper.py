@@ -8,6 +8,7 @@ state lives in a session store (Redis, or ``paper.sqlite`` in the data directory
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -119,7 +120,11 @@ def start(
     validate_symbols(spec, settings)
     from backfarm.sweeps.lookahead import gate
 
-    gate(settings, [name for name, _ in spec.strategies], allow=allow_lookahead, announce=state.err_console.print)
+    verdicts = gate(
+        settings, [name for name, _ in spec.strategies], allow=allow_lookahead, announce=state.err_console.print
+    )
+    failing = tuple(name for name, verdict in verdicts.items() if not verdict.ok)
+    spec = dataclasses.replace(spec, lookahead=failing)  # every runner of the session labels them
     with _open_store() as store:
         store.create(spec)
         if settings.redis_url:

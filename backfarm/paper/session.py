@@ -50,7 +50,7 @@ from backfarm.paper.results import account_record, publish
 from backfarm.paper.signals import DEFAULT_CHUNK, SymbolSignals
 from backfarm.paper.spec import AccountSpec, SessionSpec
 from backfarm.paper.store.base import DONE, Checkpoint, Commit, LeaseLost, SessionStore
-from backfarm.strategies.registry import get_strategy
+from backfarm.strategies.registry import get_strategy, label_lookahead
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ def _run_owned(
     if not current.started_at:
         fields["started_at"] = time.time()
     store.update(session_id, **fields)
+    for name in current.spec.lookahead:  # as the command that started it labelled them (whichever process runs it)
+        label_lookahead(name)
     runner = SessionRunner(current.spec, settings, store, token, keeper.lost, quotes=quotes, rules=rules)
     outcome = runner.run()
     outcome.resumed = resumed

@@ -119,6 +119,8 @@ class SessionSpec:
     stale_after_s: float = DEFAULT_STALE_AFTER_S
     lease_s: float = DEFAULT_LEASE_S
     created_at: float = 0.0
+    lookahead: tuple[str, ...] = ()
+    """Strategies that fail the lookahead check and run anyway (``--allow-lookahead``): every runner labels them."""
 
     @property
     def replay(self) -> bool:
@@ -169,6 +171,7 @@ class SessionSpec:
             "stale_after_s": self.stale_after_s,
             "lease_s": self.lease_s,
             "created_at": self.created_at,
+            **({"lookahead": list(self.lookahead)} if self.lookahead else {}),
         }
 
     @classmethod
@@ -178,6 +181,7 @@ class SessionSpec:
         values["strategies"] = tuple((str(name), dict(p)) for name, p in values["strategies"])
         values["symbols"] = tuple(values["symbols"])
         values["costs"] = Costs(**values["costs"])
+        values["lookahead"] = tuple(values.get("lookahead", ()))
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 

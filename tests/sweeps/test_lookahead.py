@@ -3,6 +3,7 @@ and a plugin whose code changed under the same version is reported."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -12,9 +13,15 @@ from pathlib import Path
 import pytest
 
 from backfarm.config import Settings
+from backfarm.core.results import Filters
 from backfarm.errors import ValidationError
+from backfarm.paper.session import run_session
+from backfarm.paper.spec import SessionSpec
+from backfarm.paper.store.sqlite import SQLiteSessionStore
+from backfarm.results.embedded import EmbeddedStore
 from backfarm.strategies import registry
 from backfarm.sweeps.lookahead import gate
+from tests.paper.conftest import replay_spec
 from tests.strategies.test_registry import install_plugin
 
 HONEST = '''
@@ -127,3 +134,19 @@ def test_a_plugin_whose_code_changed_under_the_same_version_is_reported(
         gate(settings, ["plug"])
     (record,) = caplog.records
     assert "strategy plug: the code of plugmod-0.1 changed but its version did not" in record.getMessage()
+
+
+def test_a_paper_session_labels_what_its_command_allowed(settings: Settings, tmp_path: Path) -> None:
+    """`paper start --allow-lookahead` writes the failing strategies into the session; whichever process runs it
+    (a spawned `paper run`, a farm worker) labels their results."""
+    load(tmp_path, "peek.py", PEEK)
+    plain = registry.identity("peek")
+    spec = replay_spec(["peek", "momentum"], ["BTC-USD"], "6h", "2024-06-03T00:00:00Z")
+    spec = dataclasses.replace(spec, lookahead=("peek",))
+    assert SessionSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    sessions = SQLiteSessionStore(tmp_path / "sessions.sqlite")
+    sessions.create(spec)
+    with EmbeddedStore(tmp_path / "results") as results:
+        run_session(sessions, spec.session_id, settings, results=results)
+        versions = {r.strategy: r.strategy_version for r in results.iter_results(Filters(kind="paper"))}
+    assert versions == {"peek": plain + "+lookahead", "momentum": "1"}
