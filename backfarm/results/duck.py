@@ -75,6 +75,12 @@ class Duck:
         with self.lock, _interruptible():
             return dict(self._connection().execute(sql, dict(params or {})).fetchnumpy())
 
+    def interrupt(self) -> None:
+        """Stop the query running now, if any (from another thread: it does not take the lock the query holds)."""
+        con = self._con
+        if con is not None:
+            con.interrupt()
+
     def close(self) -> None:
         """Close the connection (if a query made one)."""
         with self.lock:

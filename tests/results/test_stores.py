@@ -503,7 +503,7 @@ def test_an_interrupted_query_is_a_keyboard_interrupt(tmp_path: Path) -> None:
         worker.start()
         deadline = time.monotonic() + 60
         while worker.is_alive() and time.monotonic() < deadline:
-            store.duck.con.interrupt()  # until the query has started and stopped
+            store.duck.interrupt()  # until the query has started and stopped
             worker.join(timeout=0.05)
         assert not worker.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)
