@@ -421,6 +421,11 @@ def cancel(sweep: Annotated[str, typer.Argument(help="Sweep id or a unique prefi
     with _farm(_farm_settings()) as farm:
         info = farm.progress(sweep)
         count = farm.cancel(info.sweep_id)
+    if count is None:
+        state.console.print(
+            f"sweep {info.sweep_id} is already complete ({info.done:,} done, {info.dead:,} dead): nothing to cancel"
+        )
+        return
     state.console.print(f"cancelled sweep {info.sweep_id}: {count:,} unfinished jobs marked dead")
 
 

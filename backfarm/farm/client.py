@@ -202,9 +202,12 @@ class FarmClient:
         self.enqueue(info.sweep_id, make_batches(jobs, farm_batch_size(jobs), curves))
         return len(jobs)
 
-    def cancel(self, sweep_id: str) -> int:
-        """Stop a sweep: queued batches of it are skipped and its unfinished jobs marked dead; returns how many."""
+    def cancel(self, sweep_id: str) -> int | None:
+        """Stop a sweep: queued batches of it are skipped and its unfinished jobs marked dead; returns how many, or
+        ``None`` for a sweep that is already complete (it keeps its state: there is nothing to cancel)."""
         info = self._sweep(sweep_id)
+        if info.complete:
+            return None
         reason = f"cancelled at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
         self.ledger.cancel(info.sweep_id, reason)
         pending = self.store.pending(info.sweep_id)

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from backfarm._util.connection import check_redis
+from backfarm.cli import app as cli_app
 from backfarm.config import Settings
 from backfarm.core.jobs import Batch, make_batches
 from backfarm.errors import AuthError, ConfigError, ServiceUnavailable
@@ -231,6 +233,19 @@ def test_a_cancelled_sweep_runs_nothing(ctx: Any, store: RedisStore, client: Far
     p = client.progress(sweep_id)
     assert p.cancelled and p.complete and p.dead == 2
     assert all(r.startswith("cancelled at ") for r in store.dead(sweep_id).values())
+
+
+def test_a_complete_sweep_is_not_relabelled_cancelled(
+    ctx: Any, store: RedisStore, client: FarmClient, chaos: None, farm_env: dict[str, str]
+) -> None:
+    sweep_id, batch = _sweep(store, ctx.settings, [{"every": 2}, {"every": 3}])
+    assert process_batch(ctx, sweep_id, batch).computed == 2
+    assert client.cancel(sweep_id) is None
+    result = CliRunner().invoke(cli_app, ["sweep", "cancel", sweep_id[:8]], env=farm_env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"sweep {sweep_id} is already complete (2 done, 0 dead): nothing to cancel"
+    p = client.progress(sweep_id)
+    assert p.complete and not p.cancelled and (p.done, p.dead) == (2, 0)
 
 
 def test_a_tampered_message_is_dropped_without_running(settings: Settings, store: RedisStore, chaos: None) -> None:
