@@ -4,6 +4,7 @@ and a report that makes no network request. Screenshots are kept in ``tests/arti
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -88,11 +89,16 @@ def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results:
     time.sleep(1.0)  # room for a second fetch to show up
     fetched = "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/result/')).length"
     assert browser.evaluate(fetched) == 1
+    latest = Filters(sweep=results.sweep_id)  # it opens on the latest sweep, as `backfarm leaderboard` does
     with EmbeddedStore(copy / "results") as store:
-        assert browser.evaluate(ROW_IDS) == [r.job_id for r in store.top("sharpe", 25)]
-        best_return = store.top("total_return", 1)[0].job_id
-        worst_return = store.top("total_return", 1, ascending=True)[0].job_id
-        third = store.top("sharpe", 3)[2]
+        assert browser.evaluate(ROW_IDS) == [r.job_id for r in store.top("sharpe", 25, latest)]
+        everything = [r.job_id for r in store.top("sharpe", 25)]
+        best_return = store.top("total_return", 1, latest)[0].job_id
+        worst_return = store.top("total_return", 1, latest, ascending=True)[0].job_id
+        third = store.top("sharpe", 3, latest)[2]
+    assert browser.evaluate("document.querySelector('#f-sweep').value") == results.sweep_id
+    assert f"sweep={results.sweep_id}" in browser.evaluate("location.hash")
+    assert everything != browser.evaluate(ROW_IDS)  # "all results" holds the paper results too
     sweeps = browser.evaluate("[...document.querySelectorAll('#sweeps tbody tr')].map(tr => tr.textContent)")
     assert len(sweeps) == 1 and results.sweep_id[:12] in sweeps[0] and "complete" in sweeps[0]
 
@@ -141,6 +147,14 @@ def test_dashboard_in_chromium(browser: Browser, live: str, copy: Path, results:
     assert "sess-live" in browser.evaluate("document.querySelector('#paper-results tbody').textContent")
     shot = browser.screenshot(ARTIFACTS / "dashboard.png")
     assert len(shot) > 20_000
+
+    # "All results" is one choice away, and an address that names it opens on it.
+    with EmbeddedStore(copy / "results") as store:
+        everything = [r.job_id for r in store.top("sharpe", 25)]
+    browser.navigate(live + "#sweep=all&limit=25")
+    browser.evaluate("location.reload()")
+    browser.wait_for(f"JSON.stringify({ROW_IDS}) === {json.dumps(json.dumps(everything, separators=(',', ':')))}")
+    assert browser.evaluate("document.querySelector('#f-sweep').value") == ""
 
 
 def test_report_opens_offline_without_requests(browser: Browser, results: Results, tmp_path: Path) -> None:

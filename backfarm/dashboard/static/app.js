@@ -32,6 +32,7 @@
   let paperKey = "";
   let busy = false;
   let again = false;
+  let sweepChosen = false;  // the page was opened on a sweep (or on "all results") by its address
 
   // --- helpers -------------------------------------------------------------------------------------------------
 
@@ -186,6 +187,8 @@
   function readHash() {
     const params = new URLSearchParams(location.hash.slice(1));
     for (const key of ["sweep", "strategy", "symbol", "kind", "metric"]) if (params.has(key)) state[key] = params.get(key);
+    sweepChosen = params.has("sweep");
+    if (state.sweep === "all") state.sweep = "";  // "all results", chosen on purpose
     if (params.has("order")) state.ascending = params.get("order") === "asc" ? true
       : params.get("order") === "desc" ? false : null;
     if (params.has("limit")) state.limit = parseInt(params.get("limit"), 10) || 100;
@@ -195,7 +198,8 @@
 
   function writeHash() {
     const params = new URLSearchParams();
-    for (const key of ["sweep", "strategy", "symbol", "kind"]) if (state[key]) params.set(key, state[key]);
+    params.set("sweep", state.sweep || "all");  // kept across reloads, "all results" included
+    for (const key of ["strategy", "symbol", "kind"]) if (state[key]) params.set(key, state[key]);
     params.set("metric", state.metric);
     if (state.ascending !== null) params.set("order", state.ascending ? "asc" : "desc");
     params.set("limit", String(state.limit));
@@ -217,6 +221,7 @@
   function setFilter(key, value) {
     state[key] = value;
     if (key === "metric") state.ascending = null;
+    if (key === "kind" && value === "paper" && !report) state.sweep = "";  // paper results belong to no sweep
     syncControls();
     writeHash();
     refresh();
@@ -683,6 +688,12 @@
       state.sweep = REPORT.sweep_id;
       $("#f-sweep").disabled = true;
       $("#paper").hidden = true;
+    } else if (!sweepChosen) {
+      // Open on the latest sweep, as `backfarm leaderboard` does ("all results" stays one choice away).
+      try {
+        const data = await source.sweeps();
+        if (data.sweeps.length) state.sweep = data.sweeps[0].sweep_id;
+      } catch (e) { /* the first refresh reports it */ }
     }
     bindControls();
     syncControls();
