@@ -4,14 +4,19 @@ and jobs end dead only when no live worker has it, with a reason naming every li
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+import backfarm.api as bf
 from backfarm.farm.presence import Presence
 from backfarm.results.redis_store import RedisStore
+from backfarm.strategies import registry
 from tests.farm.conftest import CHAOS_FILE
 from tests.workers import ROOT, Farm, wait_for
 
@@ -118,3 +123,34 @@ def test_a_worker_off_the_backtest_queue_does_not_count_as_a_holder(farm: Farm, 
     with RedisStore(farm.env["BACKFARM_REDIS_URL"]) as store:
         wait_for(lambda: "paper@test" in Presence(store.conn).live("paper"), 30, "the paper worker's presence")
         assert "paper@test" not in Presence(store.conn).live()
+
+
+def test_the_python_api_runs_a_sweep_of_a_strategy_file_on_the_farm(
+    farm: Farm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_table", None)  # this test's strategies only (restored after it)
+    edge = edge_file(tmp_path / "strategies")
+    worker = farm.start("w1", env={"BACKFARM_STRATEGY_PATH": f"{CHAOS_FILE}:{edge}"})
+    farm.ready(worker)
+    bf.load_strategies(edge)
+    table = bf.sweep(["edge"], symbols=["BTC-USD", "ETH-USD"], grid=True, start="2025-06-01", end="2025-06-03",
+                     granularity="1h", source="synthetic", settings=farm.settings)  # fmt: skip
+    assert len(table) == 4 and set(table["n"]) == {10, 20} and set(table["symbol"]) == {"BTC-USD", "ETH-USD"}
+    assert worker.count("succeeded") >= 1  # computed by the worker, not here
+    assert table["strategy_version"].str.startswith("1+code.").all()
+
+
+def test_editing_a_file_recomputes_and_reverting_it_reuses(tmp_path: Path) -> None:
+    env = {"BACKFARM_DATA_DIR": str(tmp_path / "data"), "BACKFARM_REDIS_URL": "", "COLUMNS": "200"}
+    edge = edge_file(tmp_path / "strategies")
+    args = ["backtest", "--strategy-path", str(edge), "--strategies", "edge", "--symbols", "BTC-USD", *PERIOD]
+    runs = []
+    for edited in (False, True, False):
+        edge_file(tmp_path / "strategies", edited=edited)
+        done = subprocess.run([sys.executable, "-m", "backfarm", *args], cwd=ROOT, env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.split("\n", 1)[0])
+    assert "1 job (1 computed, 0 reused)" in runs[0]
+    assert "1 job (1 computed, 0 reused)" in runs[1]  # the edit is new code: never the old result
+    assert "1 job (0 computed, 1 reused)" in runs[2]  # reverted: the first result again
