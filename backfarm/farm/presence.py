@@ -14,14 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from backfarm._util.connection import RedisConnection
 from backfarm._util.keys import DEFAULT_PREFIX
 from backfarm.errors import TemporaryError
 from backfarm.farm.keys import BACKTEST_QUEUE, FarmKeys
 
-__all__ = ["REFRESH_S", "TTL_S", "Announcer", "Presence", "describe", "missing_reason"]
+__all__ = ["REFRESH_S", "TTL_S", "Announcer", "Presence", "missing_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +114,3 @@ class Announcer:
 def _glob_escape(text: str) -> str:
     """``text`` with Redis glob characters escaped (a key prefix may hold them)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def describe(live: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """JSON-ready rows of the live workers and their strategy identities (``backfarm status``)."""
-    return [{"worker": worker, "strategies": have} for worker, have in sorted(live.items())]
