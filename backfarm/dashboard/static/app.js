@@ -32,7 +32,6 @@
   let paperKey = "";
   let busy = false;
   let again = false;
-  let sweepChosen = false;  // the page was opened on a sweep (or on "all results") by its address
 
   // --- helpers -------------------------------------------------------------------------------------------------
 
@@ -187,13 +186,13 @@
   function readHash() {
     const params = new URLSearchParams(location.hash.slice(1));
     for (const key of ["sweep", "strategy", "symbol", "kind", "metric"]) if (params.has(key)) state[key] = params.get(key);
-    sweepChosen = params.has("sweep");
     if (state.sweep === "all") state.sweep = "";  // "all results", chosen on purpose
     if (params.has("order")) state.ascending = params.get("order") === "asc" ? true
       : params.get("order") === "desc" ? false : null;
     if (params.has("limit")) state.limit = parseInt(params.get("limit"), 10) || 100;
     if (params.has("job")) state.selected = params.get("job");
     if (params.has("session")) state.session = params.get("session");
+    return params.has("sweep");
   }
 
   function writeHash() {
@@ -209,12 +208,7 @@
   }
 
   function syncControls() {
-    $("#f-sweep").value = state.sweep;
-    $("#f-strategy").value = state.strategy;
-    $("#f-symbol").value = state.symbol;
-    $("#f-kind").value = state.kind;
-    $("#f-metric").value = state.metric;
-    $("#f-limit").value = String(state.limit);
+    for (const key of ["sweep", "strategy", "symbol", "kind", "metric", "limit"]) $("#f-" + key).value = String(state[key]);
     $("#f-order").textContent = state.ascending === null ? "best first" : state.ascending ? "ascending" : "descending";
   }
 
@@ -305,9 +299,7 @@
       head.appendChild(th);
     }
     head.appendChild(el("th", { text: "source" }));
-    const thead = $("#board thead");
-    thead.textContent = "";
-    thead.appendChild(head);
+    $("#board thead").replaceChildren(head);
     const body = $("#board tbody");
     body.textContent = "";
     $("#board .empty").hidden = data.rows.length > 0;
@@ -683,17 +675,14 @@
       + REPORT.total.toLocaleString("en-US") + " results" + (REPORT.rows.length < REPORT.total ? " · the best "
       + REPORT.rows.length.toLocaleString("en-US") + " by " + REPORT.metric + " included" : "") : meta.store;
     state.metric = meta.default_metric || state.metric;
-    readHash();
+    const chosen = readHash();  // the address names a sweep (or "all")
     if (report) {
       state.sweep = REPORT.sweep_id;
       $("#f-sweep").disabled = true;
       $("#paper").hidden = true;
-    } else if (!sweepChosen) {
-      // Open on the latest sweep, as `backfarm leaderboard` does ("all results" stays one choice away).
-      try {
-        const data = await source.sweeps();
-        if (data.sweeps.length) state.sweep = data.sweeps[0].sweep_id;
-      } catch (e) { /* the first refresh reports it */ }
+    } else if (!chosen) {  // open on the latest sweep, as `backfarm leaderboard` does (errors: the refresh shows them)
+      const data = await source.sweeps().catch(() => ({ sweeps: [] }));
+      if (data.sweeps.length) state.sweep = data.sweeps[0].sweep_id;
     }
     bindControls();
     syncControls();
