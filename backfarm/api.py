@@ -311,7 +311,7 @@ def candles_from_frame(data: pd.DataFrame, symbol: str, granularity: str | None)
     else:
         raise DataError("data needs a DatetimeIndex or a 'time' column with each bar's open time")
     times = times.tz_localize("UTC") if times.tz is None else times.tz_convert("UTC")
-    ts = times.asi8.astype(np.int64) * (1 if times.unit == "ns" else _NS_PER[times.unit])
+    ts = times.as_unit("ns").asi8.astype(np.int64)
     if len(ts) < 2:
         raise DataError(f"data holds {len(ts)} bars; a backtest needs at least 2")
     order = np.argsort(ts, kind="stable")
@@ -338,9 +338,6 @@ def candles_from_frame(data: pd.DataFrame, symbol: str, granularity: str | None)
         DATAFRAME_SOURCE, symbol, name, filled["ts"], filled["open"], filled["high"], filled["low"],
         filled["close"], filled["volume"], gaps,
     )  # fmt: skip
-
-
-_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
 def _name_of(strategy: StrategyLike) -> str:

@@ -110,6 +110,8 @@ def test_a_dataframe_backtest_equals_the_cached_one(env: dict[str, str]) -> None
     run = bf.backtest("momentum", data=frame.sample(frac=1.0, random_state=1))  # any row order
     assert run.metrics == cached.metrics and run.record.source == "dataframe" and run.record.granularity == "1h"
     assert run.record.job_id != cached.record.job_id  # other candles, other identity
+    in_seconds = frame.set_axis(frame.index.as_unit("s"))  # a DatetimeIndex of another resolution
+    assert bf.backtest("momentum", data=in_seconds).metrics == cached.metrics
     with_gap = frame.drop(frame.index[50:53]).reset_index(names="time")
     gapped = bf.backtest("momentum", data=with_gap)
     assert gapped.record.gaps == 3 and len(gapped.candles) == len(c)
