@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import pandas as pd
 
 from backfarm._util.time import NS_PER_SECOND, from_ns, iso
 from backfarm.candles.checks import first_bad_bar
-from backfarm.candles.load import fill_gaps, load_candles
+from backfarm.candles.load import fill_gaps
 from backfarm.candles.memo import CandleMemo
 from backfarm.config import Settings
 from backfarm.core.candles import GRANULARITIES, Candles, bars_per_year
@@ -56,7 +55,7 @@ from backfarm.strategies.base import Strategy
 from backfarm.strategies.check import CheckReport, check_strategy
 from backfarm.strategies.indicators import Indicators
 from backfarm.strategies.registry import get_strategy, identity, load_paths, register
-from backfarm.sweeps.lookahead import gate
+from backfarm.sweeps.lookahead import check_candles, gate
 from backfarm.sweeps.run import expand_spec, run_sweep
 from backfarm.sweeps.spec import SweepSpec
 
@@ -273,7 +272,7 @@ def check(
     cuts: int = 25,
     seed: int = 0,
     settings: Settings | None = None,
-) -> Any:
+) -> CheckReport:
     """The lookahead check of ``strategy`` (as ``backfarm strategies check``): on ``data``, or on ``days`` of
     synthetic 1-minute candles of ``symbol`` ending today 00:00 UTC; ``report.ok`` and ``report.message`` say how
     it went, ``report.checked`` how many cuts were compared."""
@@ -281,14 +280,9 @@ def check(
     if data is not None:
         candles = candles_from_frame(data, symbol, None)
     else:
-        if days <= 0:
-            raise ValidationError(f"days must be positive, got {days}")
-        end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        chosen = settings or Settings.from_env()
-        candles = load_candles(chosen, "synthetic", symbol, "1m", end - timedelta(days=days), end)
+        candles = check_candles(settings or Settings.from_env(), symbol, days)
     sets = [dict(p) for p in params] if params is not None else None
-    report: CheckReport = check_strategy(get_strategy(name), candles, sets, cuts=cuts, seed=seed)
-    return report
+    return check_strategy(get_strategy(name), candles, sets, cuts=cuts, seed=seed)
 
 
 def results_frame(records: Sequence[ResultRecord]) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -65,18 +64,14 @@ def check(
     """Lookahead test: each strategy's exposure on the full series must equal its exposure on the series cut after
     bar t, for every bar ≤ t; t is every bar of the first max(1,000, 3 × warm-up) and random bars beyond. Exits 1
     naming the strategy and the first bar that differs."""
-    from backfarm.candles.load import load_candles
-    from backfarm.errors import ValidationError
     from backfarm.strategies.check import check_strategy
     from backfarm.strategies.registry import all_strategies, get_strategy
+    from backfarm.sweeps.lookahead import check_candles
 
-    if days <= 0:
-        raise ValidationError(f"--days must be positive, got {days}")
+    candles = check_candles(state.settings(), symbol, days)
     loaded = state.load_strategy_files(strategy_path)
     chosen = names or loaded  # with --strategy-path and no names: the files' strategies
     strategies = [get_strategy(n) for n in chosen] if chosen else list(all_strategies().values())
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    candles = load_candles(state.settings(), "synthetic", symbol, "1m", end - timedelta(days=days), end)
     failed = 0
     for strategy in strategies:
         report = check_strategy(strategy, candles, cuts=cuts)

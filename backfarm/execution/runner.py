@@ -36,7 +36,7 @@ from backfarm.results import columns
 from backfarm.results.rows import stored_row
 from backfarm.strategies.builtins import BUILTINS
 from backfarm.strategies.indicators import Indicators
-from backfarm.strategies.registry import base_identity, get_strategy, identity
+from backfarm.strategies.registry import copy_differs, get_strategy
 
 
 @dataclass
@@ -125,13 +125,10 @@ def _add(
     rows: columns.Builder, job: Job, candles: Candles, indicators: Indicators, curves: bool, shared: _Shared
 ) -> None:
     """Backtest ``job`` and add its result to ``rows``."""
+    differs = copy_differs(job.strategy, job.strategy_version)
+    if differs is not None:
+        raise ConfigError(f"{differs}; give every machine the same backfarm, plugins and strategy files")
     strategy = get_strategy(job.strategy)
-    have = base_identity(identity(job.strategy))
-    if have != base_identity(job.strategy_version):
-        raise ConfigError(
-            f"strategy {job.strategy} is version {have} here but the job wants {job.strategy_version}; "
-            "give every machine the same backfarm, plugins and strategy files"
-        )
     exposure = strategy.exposure(indicators, job.params)
     result = run_backtest(
         candles.open,

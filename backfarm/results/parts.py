@@ -101,13 +101,15 @@ class Parts:
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: every query inside sees the same state of the index."""
+        """One read transaction: every query inside sees the same state of the index. It ends whatever stops it
+        (Ctrl-C or SIGTERM included, even the instant ``BEGIN`` returns): the connection is never left inside it."""
         with self.lock:
-            self.db.execute("BEGIN")
             try:
+                self.db.execute("BEGIN")
                 yield self.db
             finally:
-                self.db.execute("COMMIT")
+                if self.db.in_transaction:
+                    self.db.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read query."""

@@ -39,6 +39,7 @@ __all__ = [
     "Origin",
     "all_strategies",
     "base_identity",
+    "copy_differs",
     "get_strategy",
     "identity",
     "label_lookahead",
@@ -119,6 +120,18 @@ def label_lookahead(name: str) -> None:
     if not found.identity.endswith(LOOKAHEAD_LABEL):
         with _lock:
             _strategies().origins[name] = replace(found, identity=found.identity + LOOKAHEAD_LABEL)
+
+
+def copy_differs(name: str, wanted: str) -> str | None:
+    """Why this process cannot run strategy ``name`` at identity ``wanted`` (a job's strategy version; its lookahead
+    label aside): it lacks the strategy, or holds other code for it. ``None`` when it can."""
+    table = _strategies()
+    if name not in table:
+        return f"strategy {name} is not here"
+    have = base_identity(table.origins[name].identity)
+    if have == base_identity(wanted):
+        return None
+    return f"strategy {name} is version {have} here but the job wants {wanted}"
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:

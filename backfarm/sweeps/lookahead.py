@@ -21,15 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from backfarm._util.disk import writing
 from backfarm.candles.load import load_candles
 from backfarm.config import Settings
+from backfarm.core.candles import Candles
 from backfarm.errors import ValidationError
 from backfarm.strategies.check import check_strategy
 from backfarm.strategies.registry import get_strategy, label_lookahead, origin
 
-__all__ = ["CHECK_DAYS", "Verdict", "gate"]
+__all__ = ["CHECK_DAYS", "Verdict", "check_candles", "gate"]
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,7 @@ def _watch_plugins(settings: Settings, names: Sequence[str]) -> None:
     plugins = {name: found for name, found in found_of.items() if found.kind == "plugin" and found.code}
     if not plugins:
         return
-    try:
-        known: dict[str, str] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = {key: str(code) for key, code in _load(path).items()}
     changed = False
     for name, found in plugins.items():
         before = known.get(found.identity)
@@ -112,10 +111,18 @@ def _watch_plugins(settings: Settings, names: Sequence[str]) -> None:
         _write_json(path, known)
 
 
+def check_candles(settings: Settings, symbol: str, days: int, end: datetime | None = None) -> Candles:
+    """``days`` of synthetic 1-minute candles of ``symbol`` ending at ``end`` (default today 00:00 UTC): what the
+    lookahead check runs on (``strategies check``, the API's ``check``, the gate with its fixed end)."""
+    if days <= 0:
+        raise ValidationError(f"--days must be positive, got {days}")
+    end = end or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return load_candles(settings, "synthetic", symbol, "1m", end - timedelta(days=days), end)
+
+
 def _check(settings: Settings, name: str) -> Verdict:
     """Run the lookahead check of ``name`` on the gate's fixed candles."""
-    candles = load_candles(settings, "synthetic", CHECK_SYMBOL, "1m", CHECK_END - timedelta(days=CHECK_DAYS), CHECK_END)
-    report = check_strategy(get_strategy(name), candles)
+    report = check_strategy(get_strategy(name), check_candles(settings, CHECK_SYMBOL, CHECK_DAYS, CHECK_END))
     return Verdict(report.ok, report.checked, report.message)
 
 
@@ -124,15 +131,29 @@ def _path(settings: Settings) -> Path:
 
 
 def _read(path: Path) -> dict[str, Verdict]:
-    """The remembered verdicts; an unreadable file is forgotten (every strategy is checked again)."""
+    """The remembered verdicts; an unreadable one is forgotten (that strategy is checked again)."""
+    verdicts = {}
+    for key, v in _load(path).items():
+        try:
+            verdicts[key] = Verdict(bool(v["ok"]), int(v["checked"]), str(v["message"]))
+        except (TypeError, KeyError, ValueError):
+            log.warning("forgetting an unreadable lookahead verdict in %s (%s)", path, key)
+    return verdicts
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A remembered JSON object; a missing file is empty, an unreadable one is forgotten (and said so)."""
     try:
         raw = json.loads(path.read_text())
-        return {key: Verdict(bool(v["ok"]), int(v["checked"]), str(v["message"])) for key, v in raw.items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        log.warning("forgetting unreadable lookahead verdicts in %s (%s)", path, exc)
+    except (OSError, ValueError) as exc:
+        log.warning("forgetting unreadable %s (%s)", path, exc)
         return {}
+    if not isinstance(raw, dict):
+        log.warning("forgetting unreadable %s (not a JSON object)", path)
+        return {}
+    return raw
 
 
 def _write(path: Path, seen: dict[str, Verdict]) -> None:

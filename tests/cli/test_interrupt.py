@@ -35,15 +35,22 @@ def _sweep_under_way(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, s
     return proc, env
 
 
-def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
-    proc, env = _sweep_under_way(tmp_path)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+def _stop(proc: subprocess.Popen[str], tmp_path: Path, sig: int, code: int) -> tuple[str, int]:
+    """Send ``sig`` to a sweep under way; it must exit ``code`` without a traceback, some but not all results kept.
+    Returns its stderr and how many results are stored."""
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
     kept = _stored(tmp_path / "results" / "index.sqlite")
     assert 0 < kept < 1285
-    assert f"interrupted: {kept:,} of 1,285 jobs are stored" in err
     assert "Traceback" not in err
+    return err, kept
+
+
+def test_interrupt_keeps_results_and_rerun_finishes(tmp_path: Path) -> None:
+    proc, env = _sweep_under_way(tmp_path)
+    err, kept = _stop(proc, tmp_path, signal.SIGINT, 130)
+    assert f"interrupted: {kept:,} of 1,285 jobs are stored" in err
     rerun = subprocess.run(CMD, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"1,285 jobs ({1285 - kept:,} computed, {kept:,} reused)" in rerun.stdout
@@ -78,11 +85,6 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_leaves_no_process(tmp_path: Pa
     mine = (Path("/proc") / str(proc.pid) / "cmdline").read_bytes()
     pool = [pid for pid in _children(proc.pid) if (Path("/proc") / str(pid) / "cmdline").read_bytes() == mine]
     assert pool, "the sweep runs a pool process (a fork: the same command line) beside the parent"
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    kept = _stored(tmp_path / "results" / "index.sqlite")
-    assert 0 < kept < 1285
+    err, kept = _stop(proc, tmp_path, signal.SIGTERM, 143)
     assert f"terminated: {kept:,} of 1,285 jobs are stored; run the same command again to finish" in err
-    assert "Traceback" not in err
     assert not [pid for pid in pool if _alive(pid)]  # stopped and reaped before the command returned

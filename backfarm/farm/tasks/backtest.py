@@ -40,7 +40,7 @@ from backfarm.farm.fetch import ensure_window
 from backfarm.farm.lifecycle import WorkerContext
 from backfarm.farm.presence import Presence, missing_reason
 from backfarm.farm.tasks.retry import PUBLISH_ERRORS, backoff, retry_later
-from backfarm.strategies.registry import all_strategies, base_identity, identity
+from backfarm.strategies.registry import base_identity, copy_differs
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,10 @@ def _hand_over(task: Task, sweep_id: str, batch: Batch) -> None:
 
 def split_by_code(jobs: Sequence[Job]) -> tuple[list[Job], list[Job]]:
     """The jobs this worker's strategies can run, and those whose strategy it lacks or has other code for."""
-    table = all_strategies()
     runnable: list[Job] = []
     foreign: list[Job] = []
     for job in jobs:
-        ok = job.strategy in table and base_identity(identity(job.strategy)) == base_identity(job.strategy_version)
-        (runnable if ok else foreign).append(job)
+        (runnable if copy_differs(job.strategy, job.strategy_version) is None else foreign).append(job)
     return runnable, foreign
 
 
