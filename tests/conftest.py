@@ -6,6 +6,7 @@ The project root is put on ``sys.path`` so that tests import shared helpers as `
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -25,6 +27,13 @@ from tests.redis_server import RedisServer  # noqa: E402 - needs ROOT on sys.pat
 # from here, so those commands would never see their Ctrl-C. Take the default back for this process and its children.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Property-based tests draw the same examples on every run by default ("ci"): a run that passed passes again, and a
+# bug is found when an example is added or the code changes, not by chance in someone else's CI run. Search for new
+# counterexamples with HYPOTHESIS_PROFILE=explore (random draws); add what it finds as an @example.
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

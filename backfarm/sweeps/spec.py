@@ -77,7 +77,9 @@ class SweepSpec:
             if isinstance(given.get(key), str):
                 given[key] = split_list(given[key]) or None
         if "params" in given:
-            given["params"] = parse_params(given["params"]) or None
+            parsed = parse_params(given.pop("params"))
+            if parsed:  # `--params ''` names nothing: as if not given
+                given["params"] = parsed
         base: dict[str, Any] = load_spec_file(spec_file) if spec_file else {}
         if quick:
             base = {**base, **QUICK}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
@@ -62,6 +62,7 @@ def _one_line_or_ok(result: Result) -> None:
     st.lists(st.sampled_from(sorted(_VALUES)).flatmap(lambda k: _VALUES[k].map(lambda v: [k, v])), max_size=5),
     st.lists(st.sampled_from(_FLAGS), max_size=2, unique=True),
 )
+@example([["--params", ""]], [])  # `--params ''` names nothing
 def test_any_flags(tmp_path_factory: Any, options: list[list[str]], flags: list[str]) -> None:
     data = tmp_path_factory.mktemp("flags")
     args = ["backtest", "--dry-run", "--source", "synthetic", *[x for pair in options for x in pair], *flags]
@@ -81,6 +82,7 @@ _keys = st.sampled_from(["strategies", "symbols", "granularity", "days", "start"
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(_keys, _json, max_size=5))
+@example({"params": {"": []}})  # found by a random run: a parameter table naming no strategy crashed
 def test_any_spec_file(tmp_path_factory: Any, spec: dict[str, Any]) -> None:
     data = tmp_path_factory.mktemp("spec")
     path = Path(data) / "spec.json"
